@@ -27,3 +27,17 @@ def wait_for_port(host: str, port: int, timeout: float, what: str, alive=lambda:
             raise RuntimeError(f"{what} exited before listening on {host}:{port}")
         time.sleep(0.05)
     raise TimeoutError(f"{what} did not listen on {host}:{port} within {timeout:.0f}s")
+
+
+def die_with_parent() -> None:
+    """preexec_fn: the child gets SIGTERM when the process that started it dies (Linux), so a
+    launcher or test run killed with SIGKILL leaves no server behind."""
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except Exception:  # not Linux: best effort only
+        pass
