@@ -16,6 +16,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -205,7 +206,17 @@ class Printer:
         if not rows:
             self.err.print(Text(empty, style="dim"))
             return
-        table = Table(title=title, title_justify="left", show_footer=footer is not None, header_style="bold")
+        table = Table(
+            title=title,
+            title_justify="left",
+            show_footer=footer is not None,
+            header_style="bold",
+            box=box.SIMPLE_HEAD,
+            show_edge=False,
+            pad_edge=False,
+            padding=(0, 1),
+            collapse_padding=True,
+        )
         for column in columns:
             table.add_column(
                 column.header,

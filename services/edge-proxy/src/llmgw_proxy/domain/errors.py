@@ -1,0 +1,171 @@
+"""Errors in the caller's dialect.
+
+OpenAI:    ``{"error": {"message", "type", "code", "param": null}}``
+Anthropic: ``{"type": "error", "error": {"type", "message"}}``
+
+The table of every error the proxy itself produces is in docs/edge-proxy.md.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+Dialect = Literal["openai", "anthropic"]
+
+_encode = msgspec.json.Encoder().encode
+
+
+class ProxyError(Exception):
+    """An answer the proxy gives by itself (the request was not, or not successfully, forwarded)."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        openai_type: str,
+        code: str | None,
+        anthropic_type: str,
+        headers: list[tuple[bytes, bytes]] | None = None,
+        reason: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.openai_type = openai_type
+        self.code = code
+        self.anthropic_type = anthropic_type
+        self.headers = headers or []
+        #: short label for metrics / usage events (e.g. "rate_limit_requests")
+        self.reason = reason or code or openai_type
+
+    def body(self, dialect: Dialect) -> bytes:
+        if dialect == "anthropic":
+            return _encode({"type": "error", "error": {"type": self.anthropic_type, "message": self.message}})
+        return _encode({"error": {"message": self.message, "type": self.openai_type, "param": None, "code": self.code}})
+
+
+def missing_key() -> ProxyError:
+    return ProxyError(
+        401,
+        "Missing API key: send your llmgw virtual key as 'Authorization: Bearer <key>' or 'x-api-key: <key>'.",
+        openai_type="invalid_request_error",
+        code="invalid_api_key",
+        anthropic_type="authentication_error",
+        reason="missing_key",
+    )
+
+
+def invalid_key(why: str = "Invalid API key.") -> ProxyError:
+    return ProxyError(
+        401, why, openai_type="invalid_request_error", code="invalid_api_key", anthropic_type="authentication_error",
+        reason="invalid_key",
+    )
+
+
+def key_service_unavailable() -> ProxyError:
+    return ProxyError(
+        503,
+        "The key service is not answering and this key is not cached; try again shortly.",
+        openai_type="api_error",
+        code="key_service_unavailable",
+        anthropic_type="api_error",
+        headers=[(b"retry-after", b"1")],
+    )
+
+
+def model_not_allowed(model: str) -> ProxyError:
+    return ProxyError(
+        403,
+        f"This key is not allowed to use model '{model}'.",
+        openai_type="permission_error",
+        code="model_not_allowed",
+        anthropic_type="permission_error",
+    )
+
+
+def model_not_found(model: str, detail: str = "") -> ProxyError:
+    return ProxyError(
+        404,
+        f"The model '{model}' does not exist or is not routed by this gateway{detail}.",
+        openai_type="invalid_request_error",
+        code="model_not_found",
+        anthropic_type="not_found_error",
+    )
+
+
+def not_found(message: str) -> ProxyError:
+    return ProxyError(404, message, openai_type="invalid_request_error", code="not_found", anthropic_type="not_found_error")
+
+
+def bad_request(message: str, code: str | None = "invalid_request") -> ProxyError:
+    return ProxyError(
+        400, message, openai_type="invalid_request_error", code=code, anthropic_type="invalid_request_error",
+        reason=code or "bad_request",
+    )
+
+
+def translation_not_enabled(model: str, caller: str, provider_kind: str) -> ProxyError:
+    return ProxyError(
+        400,
+        f"Model '{model}' is served by an {provider_kind} provider; translating {caller}-format requests "
+        f"to it (cross-provider translation) is not enabled on this gateway.",
+        openai_type="invalid_request_error",
+        code="translation_not_enabled",
+        anthropic_type="invalid_request_error",
+    )
+
+
+def body_too_large(limit: int) -> ProxyError:
+    return ProxyError(
+        413,
+        f"Request body too large: the limit is {limit} bytes.",
+        openai_type="invalid_request_error",
+        code="request_too_large",
+        anthropic_type="request_too_large",
+    )
+
+
+def rate_limited(kind: str, message: str, headers: list[tuple[bytes, bytes]]) -> ProxyError:
+    """``kind``: requests | tokens | parallel."""
+    return ProxyError(
+        429,
+        message,
+        openai_type="tokens" if kind == "tokens" else "requests",
+        code="rate_limit_exceeded",
+        anthropic_type="rate_limit_error",
+        headers=headers,
+        reason=f"rate_limit_{kind}",
+    )
+
+
+def budget_exceeded(message: str, headers: list[tuple[bytes, bytes]]) -> ProxyError:
+    return ProxyError(
+        429,
+        message,
+        openai_type="insufficient_quota",
+        code="insufficient_quota",
+        anthropic_type="insufficient_quota",
+        headers=headers,
+        reason="budget",
+    )
+
+
+def upstream_unreachable(detail: str) -> ProxyError:
+    return ProxyError(
+        502, f"Upstream provider unreachable: {detail}", openai_type="api_error", code="upstream_error",
+        anthropic_type="api_error", reason="upstream_unreachable",
+    )
+
+
+def upstream_timeout(detail: str) -> ProxyError:
+    return ProxyError(
+        504, f"Upstream provider timed out: {detail}", openai_type="api_error", code="upstream_timeout",
+        anthropic_type="timeout_error", reason="upstream_timeout",
+    )
+
+
+def internal_error() -> ProxyError:
+    return ProxyError(500, "Internal gateway error.", openai_type="api_error", code="internal_error", anthropic_type="api_error")

@@ -1,0 +1,712 @@
+"""The request pipeline: authenticate → read + validate → allow-list → route → limits → budget →
+dispatch (retries, fallback, circuit breakers) → relay (bytes untouched, SSE chunk by chunk) →
+usage event (background) → metrics.
+
+Plain ASGI on purpose (see router.py): this is the hot path, so it parses only what it must
+(one msgspec pass into a struct of the handful of fields it checks), forwards the client's
+original bytes (the only rewrites: ``stream_options.include_usage`` for OpenAI streams and the
+upstream model name when a route renames it), and hands the usage event to a background task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+import msgspec
+
+from llmgw_common import pricing
+from llmgw_common.contract import UsageEvent, hash_secret
+from llmgw_proxy.domain import errors, routing
+from llmgw_proxy.domain.auth.key_cache import KeyCache, KeyEntry
+from llmgw_proxy.domain.budgets import BudgetGuard
+from llmgw_proxy.domain.http import ClientGone, Incoming, read_body, send_bytes
+from llmgw_proxy.domain.limits import RateLimiter
+from llmgw_proxy.domain.streaming import SSEUsage
+from llmgw_proxy.domain.upstream.client import UpstreamPool, relay_headers, upstream_headers, upstream_url
+from llmgw_proxy.domain.usage import tokens as usage_tokens
+from llmgw_proxy.domain.usage.publisher import UsagePublisher
+
+log = logging.getLogger(__name__)
+
+perf_counter = time.perf_counter
+
+#: an upstream error body (429/5xx) kept for relaying is read up to this size
+MAX_ERROR_BODY = 1024 * 1024
+#: non-streamed answers up to this size are read whole (usage parsed); larger/binary ones stream
+MAX_BUFFERED_BODY = 64 * 1024 * 1024
+
+_STREAM_HEADERS = [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
+
+
+class Endpoint:
+    """A proxied route: how to validate its body and read its usage."""
+
+    __slots__ = ("path", "dialect", "validate", "needs_messages", "inject_usage", "stream_mode", "priced", "completion")
+
+    def __init__(
+        self,
+        path: str,
+        dialect: str,
+        *,
+        validate: bool = True,
+        needs_messages: bool = False,
+        inject_usage: bool = False,
+        stream_mode: str | None = "openai",
+        priced: bool = True,
+        completion: bool = True,
+    ) -> None:
+        self.path = path
+        self.dialect = dialect
+        #: JSON body with a string ``model`` (thin validation); False = passthrough
+        self.validate = validate
+        self.needs_messages = needs_messages
+        #: OpenAI streams: ask the upstream for usage when the client did not
+        self.inject_usage = inject_usage
+        #: how usage is read from an SSE answer: openai | responses | anthropic
+        self.stream_mode = stream_mode
+        #: reserves budget (count_tokens does not cost anything)
+        self.priced = priced
+        #: the answer has completion tokens (embeddings do not)
+        self.completion = completion
+
+
+class _Probe(msgspec.Struct):
+    """The only request fields the proxy looks at; everything else is skipped unparsed."""
+
+    model: Any = msgspec.UNSET
+    stream: Any = msgspec.UNSET
+    messages: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    stream_options: Any = msgspec.UNSET
+    max_tokens: Any = msgspec.UNSET
+    max_completion_tokens: Any = msgspec.UNSET
+    max_output_tokens: Any = msgspec.UNSET
+
+
+_probe_decoder = msgspec.json.Decoder(_Probe)
+_any_decoder = msgspec.json.Decoder()
+_encode = msgspec.json.Encoder().encode
+_INJECTED_USAGE = b',"stream_options":{"include_usage":true}}'
+
+
+class Ctx:
+    """Everything one request accumulates on its way through the pipeline."""
+
+    __slots__ = (
+        "inc", "endpoint", "path", "dialect", "t0", "ts", "entry", "body", "model", "stream", "inject", "max_tokens",
+        "admission", "reservation", "attempts", "candidate", "up_start", "up_headers", "up_end", "first_byte",
+        "t_end", "status", "status_code", "error_type", "client_gone", "done", "sse", "tokens", "streamed",
+        "watcher", "forwarded", "overhead", "span", "traceparent",
+    )
+
+    def __init__(self, inc: Incoming, endpoint: Endpoint | None, dialect: str) -> None:
+        self.inc = inc
+        self.endpoint = endpoint
+        self.path = endpoint.path if endpoint is not None else inc.path
+        self.dialect = dialect
+        self.t0 = perf_counter()
+        self.ts = datetime.now(UTC)
+        self.entry: KeyEntry | None = None
+        self.body = b""
+        self.model = ""
+        self.stream = False
+        self.inject = False
+        self.max_tokens: int | None = None
+        self.admission = None
+        self.reservation = None
+        self.attempts = 0
+        self.candidate: routing.Candidate | None = None
+        self.up_start: float | None = None
+        self.up_headers: float | None = None
+        self.up_end: float | None = None
+        self.first_byte: float | None = None
+        self.t_end: float | None = None
+        self.status = "ok"
+        self.status_code = 200
+        self.error_type: str | None = None
+        self.client_gone = False
+        self.done = False
+        self.sse: SSEUsage | None = None
+        self.tokens: usage_tokens.Tokens | None = None
+        self.streamed = False
+        self.watcher: asyncio.Task | None = None
+        self.forwarded = False
+        self.overhead: float | None = None
+        self.span = None
+        self.traceparent: str | None = inc.traceparent
+
+
+class Answer:
+    __slots__ = ("resp", "body", "candidate", "stream")
+
+    def __init__(self, resp: aiohttp.ClientResponse, body: bytes | None, candidate: routing.Candidate, stream: bool):
+        self.resp = resp
+        self.body = body
+        self.candidate = candidate
+        self.stream = stream
+
+
+class ProxyService:
+    def __init__(
+        self,
+        settings,
+        keys: KeyCache,
+        limits: RateLimiter,
+        budgets: BudgetGuard,
+        pool: UpstreamPool,
+        breakers: routing.Breakers,
+        publisher: UsagePublisher,
+        metrics,
+        tracer=None,
+    ) -> None:
+        self.settings = settings
+        self.keys = keys
+        self.limits = limits
+        self.budgets = budgets
+        self.pool = pool
+        self.breakers = breakers
+        self.publisher = publisher
+        self.metrics = metrics
+        self.tracer = tracer
+        self.max_body = settings.max_body_bytes
+        self.max_attempts = settings.upstream_max_attempts
+        self.retry_base = settings.upstream_retry_base
+        self.retry_max_wait = settings.upstream_retry_max_wait
+        self.default_completion = settings.estimate_completion_tokens
+        self._background: set[asyncio.Task] = set()
+
+    # --- entry points -------------------------------------------------------------------------
+    async def forward(self, scope, receive, send, endpoint: Endpoint | None, dialect: str | None = None) -> None:
+        """Proxy one request; ``endpoint`` None = passthrough of any other ``/v1/*`` path."""
+        inc = Incoming(scope)
+        ctx = Ctx(inc, endpoint, dialect or (endpoint.dialect if endpoint is not None else "openai"))
+        self.metrics.inflight.inc()
+        task = asyncio.current_task()
+        try:
+            await self._forward(ctx, receive, send)
+        except errors.ProxyError as exc:
+            await self._send_error(send, ctx, exc)
+        except asyncio.CancelledError:
+            if not ctx.client_gone:
+                ctx.status, ctx.error_type, ctx.status_code = "incomplete", "cancelled", 499
+                raise
+            task.uncancel()
+            ctx.status, ctx.error_type, ctx.status_code = "incomplete", "client_disconnect", 499
+        except ClientGone:
+            ctx.status, ctx.error_type, ctx.status_code = "incomplete", "client_disconnect", 499
+        except Exception:  # noqa: BLE001 - answer something, never a hanging client
+            log.exception("proxy request failed")
+            if not ctx.done and not ctx.streamed:
+                await self._send_error(send, ctx, errors.internal_error())
+            ctx.status, ctx.error_type = "error", "internal_error"
+        finally:
+            self.metrics.inflight.dec()
+            watcher = ctx.watcher
+            if watcher is not None and not watcher.done():
+                watcher.cancel()
+            self._finish(ctx)
+
+    async def authenticate(self, ctx: Ctx, receive) -> KeyEntry:
+        """401/503/413 or the caller's key entry, with the request body read into ``ctx.body``."""
+        inc = ctx.inc
+        if not inc.token:
+            raise errors.missing_key()
+        if inc.content_length is not None and inc.content_length > self.max_body:
+            raise errors.body_too_large(self.max_body)
+        entry = await self.keys.get(hash_secret(inc.token))
+        entry.check_usable(time.time())
+        ctx.entry = entry
+        ctx.body = await read_body(receive, self.max_body)
+        return entry
+
+    async def local(self, scope, receive, send, dialect: str, answer) -> None:
+        """An authenticated endpoint answered by the proxy itself (``answer(ctx) -> (status, body)``)."""
+        inc = Incoming(scope)
+        ctx = Ctx(inc, None, dialect)
+        try:
+            await self.authenticate(ctx, receive)
+            status, body = await answer(ctx)
+            ctx.status_code = status
+            headers = self._own_headers(ctx, perf_counter() - ctx.t0)
+            ctx.done = True
+            await send_bytes(send, status, body, headers)
+        except errors.ProxyError as exc:
+            await self._send_error(send, ctx, exc)
+        finally:
+            self.metrics.request(ctx.path, "", ctx.status_code, perf_counter() - ctx.t0, None)
+
+    # --- pipeline -------------------------------------------------------------------------------
+    async def _forward(self, ctx: Ctx, receive, send) -> None:
+        entry = await self.authenticate(ctx, receive)
+        endpoint = ctx.endpoint
+        if endpoint is not None and endpoint.validate:
+            self._validate(ctx, endpoint)
+        else:
+            self._sniff(ctx)
+        if ctx.model and not entry.model_allowed(ctx.model):
+            raise errors.model_not_allowed(ctx.model)
+        if endpoint is not None and endpoint.validate:
+            candidates = routing.resolve(entry, ctx.model, ctx.dialect).ordered()
+        else:
+            provider = routing.passthrough_provider(entry, ctx.dialect)
+            if provider is None:
+                raise errors.not_found(f"No {ctx.dialect} provider is configured for '{ctx.inc.path}'.")
+            candidates = [routing.Candidate(provider, ctx.model, 1, 0)]
+        record = entry.record
+        if record.rpm_limit is not None or record.tpm_limit is not None or record.max_parallel_requests is not None:
+            ctx.admission = await self.limits.admit(record, self._estimate_tokens(ctx))
+        if record.budget_usd is not None and (endpoint is None or endpoint.priced):
+            ctx.reservation = await self.budgets.reserve(record, self._estimate_usd(ctx, candidates[0]), ctx.ts)
+        if self.tracer is not None:
+            self._start_span(ctx)
+        ctx.watcher = asyncio.ensure_future(_watch_disconnect(receive, ctx, asyncio.current_task()))
+        answer = await self._dispatch(ctx, candidates)
+        if answer.stream:
+            await self._relay_stream(ctx, send, answer)
+        else:
+            await self._relay_body(ctx, send, answer)
+
+    def _validate(self, ctx: Ctx, endpoint: Endpoint) -> None:
+        try:
+            probe = _probe_decoder.decode(ctx.body)
+        except msgspec.ValidationError:
+            raise errors.bad_request("The request body must be a JSON object.", "invalid_json") from None
+        except msgspec.DecodeError:
+            raise errors.bad_request(
+                "We could not parse the JSON body of your request: it is not valid JSON.", "invalid_json"
+            ) from None
+        model = probe.model
+        if model is msgspec.UNSET:
+            raise errors.bad_request("You must provide a 'model' parameter.", "missing_model")
+        if type(model) is not str or not model:
+            raise errors.bad_request("'model' must be a non-empty string.", "invalid_model")
+        ctx.model = model
+        stream = probe.stream
+        if stream is not msgspec.UNSET and stream is not None:
+            if type(stream) is not bool:
+                raise errors.bad_request("'stream' must be a boolean.", "invalid_stream")
+            ctx.stream = stream
+        if endpoint.needs_messages:
+            messages = probe.messages
+            if messages is msgspec.UNSET:
+                raise errors.bad_request("'messages' is required.", "missing_messages")
+            if not bytes(messages[:1]) == b"[":
+                raise errors.bad_request("'messages' must be a list.", "invalid_messages")
+        for value in (probe.max_tokens, probe.max_completion_tokens, probe.max_output_tokens):
+            if type(value) is int and value >= 0:
+                ctx.max_tokens = value
+                break
+        if endpoint.inject_usage and ctx.stream:
+            options = probe.stream_options
+            if not (type(options) is dict and options.get("include_usage") is True):
+                ctx.inject = True
+
+    def _sniff(self, ctx: Ctx) -> None:
+        """Passthrough: learn the model (allow-list, usage event) when the body is a JSON object."""
+        body = ctx.body
+        if body[:1] == b"{":
+            try:
+                probe = _probe_decoder.decode(body)
+            except msgspec.MsgspecError:
+                return
+            if type(probe.model) is str:
+                ctx.model = probe.model
+            if probe.stream is True:
+                ctx.stream = True
+
+    def _estimate_tokens(self, ctx: Ctx) -> int:
+        """Offline estimate (no tokenizer downloads): body bytes / 4 + max_tokens (or the default)."""
+        prompt = len(ctx.body) // 4
+        endpoint = ctx.endpoint
+        if endpoint is None or not endpoint.priced:
+            return prompt if endpoint is None else 0
+        if not endpoint.completion:
+            return prompt
+        return prompt + (ctx.max_tokens if ctx.max_tokens is not None else self.default_completion)
+
+    def _estimate_usd(self, ctx: Ctx, candidate: routing.Candidate) -> float:
+        prompt = len(ctx.body) // 4
+        endpoint = ctx.endpoint
+        completion = 0
+        if endpoint is not None and endpoint.completion:
+            completion = ctx.max_tokens if ctx.max_tokens is not None else self.default_completion
+        try:
+            price = pricing.price(
+                candidate.provider.name,
+                candidate.upstream_model or ctx.model,
+                prompt_tokens=prompt,
+                completion_tokens=completion,
+                aliases=(ctx.model,) if ctx.model else (),
+            )
+        except Exception:  # noqa: BLE001 - pricing must never break the hot path
+            log.exception("pricing failed")
+            return 0.0
+        return float(price.cost_usd)
+
+    def _body_for(self, ctx: Ctx, candidate: routing.Candidate) -> bytes:
+        """The original bytes, unless the usage injection or a model rename needs a rewrite."""
+        rename = candidate.upstream_model != ctx.model and ctx.endpoint is not None and ctx.endpoint.validate
+        if not rename and not ctx.inject:
+            return ctx.body
+        if not rename:
+            body = ctx.body.rstrip()
+            if b'"stream_options"' not in body and body.endswith(b"}"):
+                return body[:-1] + _INJECTED_USAGE
+        obj = _any_decoder.decode(ctx.body)
+        if rename:
+            obj["model"] = candidate.upstream_model
+        if ctx.inject:
+            options = obj.get("stream_options")
+            options = dict(options) if isinstance(options, dict) else {}
+            options["include_usage"] = True
+            obj["stream_options"] = options
+        return _encode(obj)
+
+    # --- upstream ---------------------------------------------------------------------------------
+    async def _dispatch(self, ctx: Ctx, candidates: list[routing.Candidate]) -> Answer:
+        """Try deployments in order, retrying each up to ``max_attempts``; never after streaming began."""
+        inc = ctx.inc
+        method = inc.method
+        last_failure: tuple | None = None  # ("status", resp, body, cand) | ("timeout"|"connect", detail)
+        skipped: list[str] = []
+        metrics = self.metrics
+        for candidate in candidates:
+            if not self.breakers.allow(candidate.name):
+                skipped.append(candidate.name)
+                continue
+            provider = candidate.provider
+            session = self.pool.session(provider.base_url)
+            url = upstream_url(provider, inc.path, inc.query)
+            headers = upstream_headers(inc.headers, provider, inc.request_id, ctx.traceparent)
+            data = self._body_for(ctx, candidate)
+            if not data and method in ("GET", "HEAD", "DELETE", "OPTIONS"):
+                data = None
+            for attempt in range(self.max_attempts):
+                ctx.attempts += 1
+                ctx.candidate = candidate
+                ctx.forwarded = True
+                started = perf_counter()
+                if ctx.up_start is None:
+                    ctx.up_start = started
+                retry_after = None
+                try:
+                    resp = await session.request(method, url, data=data, headers=headers, allow_redirects=False)
+                except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                    kind = _failure_kind(exc)
+                    last_failure = (kind, _describe(exc, provider.name))
+                    metrics.upstream_attempt(provider.name, kind, None)
+                else:
+                    status = resp.status
+                    if status == 429 or status >= 500:
+                        try:
+                            body = await resp.content.read(MAX_ERROR_BODY)
+                        except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+                            body = b""
+                        resp.release()
+                        retry_after = _retry_after(resp)
+                        last_failure = ("status", resp, body, candidate)
+                        metrics.upstream_attempt(provider.name, "http_429" if status == 429 else "http_5xx", perf_counter() - started)
+                    else:
+                        ctx.up_headers = perf_counter()
+                        ctype = resp.headers.get("content-type", "")
+                        if ctype.startswith("text/event-stream") or not _bufferable(resp, ctype):
+                            self.breakers.success(candidate.name)
+                            metrics.upstream_attempt(provider.name, "ok", ctx.up_headers - started)
+                            return Answer(resp, None, candidate, True)
+                        try:
+                            body = await resp.read()
+                        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                            resp.close()
+                            kind = _failure_kind(exc)
+                            last_failure = (kind, _describe(exc, provider.name))
+                            metrics.upstream_attempt(provider.name, kind, None)
+                        else:
+                            ctx.up_end = perf_counter()
+                            self.breakers.success(candidate.name)
+                            metrics.upstream_attempt(provider.name, "ok", ctx.up_end - started)
+                            return Answer(resp, body, candidate, False)
+                self.breakers.failure(candidate.name)
+                if attempt + 1 >= self.max_attempts or not self.breakers.allow(candidate.name):
+                    break
+                wait = self.retry_base * (2**attempt) * (0.5 + random.random())
+                if retry_after is not None:
+                    if retry_after > self.retry_max_wait:
+                        break  # this deployment asks for a longer pause: try the next one
+                    wait = max(wait, retry_after)
+                await asyncio.sleep(min(wait, self.retry_max_wait))
+        ctx.up_end = perf_counter()
+        if last_failure is None:
+            retry = max(1, math.ceil(self.breakers.retry_after(skipped)))
+            raise errors.ProxyError(
+                502,
+                f"Every deployment for '{ctx.model or ctx.inc.path}' is cooling down after repeated failures.",
+                openai_type="api_error",
+                code="upstream_unavailable",
+                anthropic_type="api_error",
+                headers=[(b"retry-after", str(retry).encode())],
+                reason="circuit_open",
+            )
+        if last_failure[0] == "status":
+            _, resp, body, candidate = last_failure
+            ctx.candidate = candidate
+            return Answer(resp, body, candidate, False)
+        if last_failure[0] == "timeout":
+            raise errors.upstream_timeout(last_failure[1])
+        raise errors.upstream_unreachable(last_failure[1])
+
+    # --- relaying ---------------------------------------------------------------------------------
+    async def _relay_body(self, ctx: Ctx, send, answer: Answer) -> None:
+        resp = answer.resp
+        body = answer.body
+        ctx.status_code = status = resp.status
+        anthropic = answer.candidate.provider.kind == "anthropic"
+        ctx.tokens = usage_tokens.from_body(body, anthropic)
+        if status >= 400:
+            ctx.status = "error"
+            ctx.error_type = f"upstream_{status}"
+        now = perf_counter()
+        upstream = (ctx.up_end or now) - (ctx.up_start or now)
+        overhead = (now - ctx.t0) - upstream
+        headers = relay_headers(resp.raw_headers)
+        headers += self._own_headers(ctx, overhead)
+        headers.append((b"content-length", str(len(body)).encode()))
+        if resp.content_type is None or b"content-type" not in (h[0] for h in headers):
+            headers.append((b"content-type", b"application/json"))
+        ctx.done = True
+        ctx.first_byte = now
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _relay_stream(self, ctx: Ctx, send, answer: Answer) -> None:
+        resp = answer.resp
+        ctx.status_code = resp.status
+        ctx.streamed = True
+        is_sse = resp.headers.get("content-type", "").startswith("text/event-stream")
+        endpoint = ctx.endpoint
+        mode = None
+        if is_sse:
+            if answer.candidate.provider.kind == "anthropic":
+                mode = "anthropic"
+            else:
+                mode = endpoint.stream_mode if endpoint is not None and endpoint.stream_mode else "openai"
+        sse = ctx.sse = SSEUsage(mode, strip=ctx.inject) if mode else None
+        now = perf_counter()
+        overhead = (now - ctx.t0) - ((ctx.up_headers or now) - (ctx.up_start or now))
+        headers = relay_headers(resp.raw_headers)
+        headers += self._own_headers(ctx, overhead)
+        if is_sse:
+            headers += _STREAM_HEADERS
+        clean_end = False
+        try:
+            await send({"type": "http.response.start", "status": resp.status, "headers": headers})
+            try:
+                async for chunk in resp.content.iter_any():
+                    out = sse.feed(chunk) if sse is not None else chunk
+                    if out:
+                        if ctx.first_byte is None:
+                            ctx.first_byte = perf_counter()
+                        await send({"type": "http.response.body", "body": out, "more_body": True})
+                tail = sse.finish() if sse is not None else b""
+                clean_end = True
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                # Cut by the upstream: usage so far is recorded; the client gets an error event.
+                tail = sse.finish() if sse is not None and not sse.strip else b""
+                ctx.status = "incomplete"
+                ctx.error_type = "upstream_timeout" if isinstance(exc, asyncio.TimeoutError) else "upstream_disconnect"
+                if is_sse:
+                    tail += self._stream_error_event(ctx)
+            ctx.up_end = perf_counter()
+            if ctx.first_byte is None:
+                ctx.first_byte = ctx.up_end
+            ctx.done = True
+            await send({"type": "http.response.body", "body": tail, "more_body": False})
+            if clean_end and sse is not None and sse.error_seen:
+                ctx.status, ctx.error_type = "error", "upstream_stream_error"
+            elif clean_end and resp.status >= 400:
+                ctx.status, ctx.error_type = "error", f"upstream_{resp.status}"
+        finally:
+            if clean_end:
+                resp.release()
+            else:
+                resp.close()  # aborts the upstream request (client gone or upstream broken)
+
+    def _stream_error_event(self, ctx: Ctx) -> bytes:
+        message = "The upstream provider closed the stream before it was complete."
+        if ctx.dialect == "anthropic":
+            data = _encode({"type": "error", "error": {"type": "api_error", "message": message}})
+            return b"event: error\ndata: " + data + b"\n\n"
+        data = _encode({"error": {"message": message, "type": "api_error", "param": None, "code": "upstream_disconnect"}})
+        return b"data: " + data + b"\n\n"
+
+    def _own_headers(self, ctx: Ctx, overhead: float) -> list[tuple[bytes, bytes]]:
+        ctx.overhead = overhead
+        return [
+            (b"x-request-id", ctx.inc.request_id.encode("latin-1")),
+            (b"x-llmgw-overhead-ms", f"{max(overhead, 0.0) * 1000:.3f}".encode()),
+        ]
+
+    async def _send_error(self, send, ctx: Ctx, exc: errors.ProxyError) -> None:
+        ctx.status_code = exc.status
+        ctx.status = "error"
+        ctx.error_type = exc.reason
+        if ctx.done or ctx.streamed:
+            return
+        now = perf_counter()
+        upstream = (ctx.up_end - ctx.up_start) if ctx.up_start is not None and ctx.up_end is not None else 0.0
+        headers = self._own_headers(ctx, (now - ctx.t0) - upstream)
+        headers.extend(exc.headers)
+        ctx.done = True
+        ctx.first_byte = now
+        await send_bytes(send, exc.status, exc.body(ctx.dialect), headers)
+
+    # --- accounting (after the answer went out) -------------------------------------------------
+    def _finish(self, ctx: Ctx) -> None:
+        now = perf_counter()
+        tokens = ctx.tokens
+        if tokens is None:
+            tokens = ctx.sse.tokens if ctx.sse is not None else usage_tokens.Tokens()
+        if ctx.admission is not None:
+            self.limits.release(ctx.admission, tokens.total)
+        entry = ctx.entry
+        if ctx.forwarded and entry is not None:
+            self._emit(ctx, tokens, now)
+        elif ctx.reservation is not None and ctx.reservation.amount > 0:
+            self._spawn(self.budgets.release(ctx.reservation))
+        if ctx.span is not None:
+            self._end_span(ctx)
+        self.metrics.request(ctx.path, ctx.model, ctx.status_code, now - ctx.t0, ctx.overhead)
+
+    def _emit(self, ctx: Ctx, tokens: usage_tokens.Tokens, now: float) -> None:
+        record = ctx.entry.record
+        candidate = ctx.candidate
+        t0 = ctx.t0
+        reservation = ctx.reservation
+        event = UsageEvent(
+            event_id=uuid.uuid4().hex,
+            request_id=ctx.inc.request_id,
+            ts=ctx.ts,
+            key_id=record.id,
+            project=record.project,
+            provider=candidate.provider.name if candidate is not None else "",
+            model=ctx.model,
+            upstream_model=candidate.upstream_model if candidate is not None else "",
+            deployment=candidate.name if candidate is not None else "",
+            endpoint=ctx.path,
+            streamed=ctx.streamed,
+            status=ctx.status,
+            status_code=ctx.status_code,
+            error_type=ctx.error_type,
+            attempts=ctx.attempts,
+            prompt_tokens=tokens.prompt,
+            cached_tokens=tokens.cached,
+            cache_write_tokens=tokens.cache_write,
+            completion_tokens=tokens.completion,
+            reasoning_tokens=tokens.reasoning,
+            total_tokens=tokens.total,
+            latency_ms=(now - t0) * 1000,
+            ttfb_ms=(ctx.first_byte - t0) * 1000 if ctx.first_byte is not None else None,
+            upstream_latency_ms=(ctx.up_end - ctx.up_start) * 1000
+            if ctx.up_end is not None and ctx.up_start is not None
+            else None,
+            reserved_usd=reservation.amount if reservation is not None else 0.0,
+            budget_period_key=reservation.period_key if reservation is not None else None,
+        )
+        self.publisher.submit(event, {"traceparent": ctx.traceparent} if ctx.traceparent else None)
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # --- tracing (only when an exporter is configured) -------------------------------------------
+    def _start_span(self, ctx: Ctx) -> None:
+        from opentelemetry import propagate, trace
+
+        parent = propagate.extract({"traceparent": ctx.inc.traceparent}) if ctx.inc.traceparent else None
+        span = self.tracer.start_span(
+            f"{ctx.inc.method} {ctx.path}",
+            context=parent,
+            kind=trace.SpanKind.SERVER,
+            attributes={"llmgw.key_id": ctx.entry.record.id, "llmgw.model": ctx.model, "llmgw.request_id": ctx.inc.request_id},
+        )
+        ctx.span = span
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier, context=trace.set_span_in_context(span))
+        ctx.traceparent = carrier.get("traceparent", ctx.traceparent)
+
+    def _end_span(self, ctx: Ctx) -> None:
+        span = ctx.span
+        span.set_attribute("http.response.status_code", ctx.status_code)
+        span.set_attribute("llmgw.attempts", ctx.attempts)
+        if ctx.candidate is not None:
+            span.set_attribute("llmgw.deployment", ctx.candidate.name)
+        if ctx.status != "ok":
+            from opentelemetry.trace import Status, StatusCode
+
+            span.set_status(Status(StatusCode.ERROR, ctx.error_type or ctx.status))
+        span.end()
+
+    async def close(self) -> None:
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+
+async def _watch_disconnect(receive, ctx: Ctx, task: asyncio.Task) -> None:
+    """Cancels the request's task when the client goes away (which aborts the upstream call)."""
+    try:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                if not ctx.done:
+                    ctx.client_gone = True
+                    task.cancel()
+                return
+    except Exception:  # noqa: BLE001
+        return
+
+
+def _failure_kind(exc: BaseException) -> str:
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return "connect_error"
+    if isinstance(exc, asyncio.TimeoutError):
+        return "timeout"
+    return "connect_error"
+
+
+def _describe(exc: BaseException, provider: str) -> str:
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return f"connecting to provider '{provider}' timed out"
+    if isinstance(exc, asyncio.TimeoutError):
+        return f"provider '{provider}' did not answer in time"
+    return f"could not reach provider '{provider}' ({type(exc).__name__})"
+
+
+def _retry_after(resp: aiohttp.ClientResponse) -> float | None:
+    value = resp.headers.get("retry-after-ms")
+    if value:
+        try:
+            return float(value) / 1000
+        except ValueError:
+            pass
+    value = resp.headers.get("retry-after")
+    if value:
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _bufferable(resp: aiohttp.ClientResponse, ctype: str) -> bool:
+    """JSON/text answers of known, sane size are read whole (usage parsed); others are streamed."""
+    if "json" not in ctype and not ctype.startswith("text/"):
+        return False
+    length = resp.content_length
+    return length is None or length <= MAX_BUFFERED_BODY

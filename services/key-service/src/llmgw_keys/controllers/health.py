@@ -1,0 +1,29 @@
+"""Liveness and readiness (no authentication)."""
+
+from __future__ import annotations
+
+from litestar import Response, get
+
+from llmgw_keys.controllers.common import RuntimeDep
+from llmgw_keys.schemas import Health
+
+
+@get("/healthz", summary="Liveness", description="200 while the process serves HTTP.", tags=["health"])
+async def healthz() -> Health:
+    return Health(status="ok")
+
+
+@get(
+    "/readyz",
+    summary="Readiness",
+    description="200 when PostgreSQL answers and NATS is connected, else 503.",
+    tags=["health"],
+)
+async def readyz(runtime: RuntimeDep) -> Response[Health]:
+    database = await runtime.database_ok()
+    nats = runtime.nats_ok()
+    ok = database and nats
+    return Response(
+        Health(status="ok" if ok else "unavailable", database=database, nats=nats),
+        status_code=200 if ok else 503,
+    )

@@ -1,0 +1,170 @@
+"""Admin authentication and roles: bootstrap token, API tokens (admin/analyst), 401 vs 403."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from conftest import ADMIN_TOKEN, auth
+from llmgw_common.contract import hash_secret
+from llmgw_keys.models import AdminToken
+
+ADMIN_ROUTES = [
+    ("POST", "/v1/keys", {"name": "x"}),
+    ("PATCH", "/v1/keys/{id}", {"name": "y"}),
+    ("POST", "/v1/keys/{id}/rotate", None),
+    ("DELETE", "/v1/keys/{id}", None),
+    ("GET", "/v1/providers", None),
+    ("GET", "/v1/providers/openai", None),
+    ("PUT", "/v1/providers/p1", {"kind": "openai", "base_url": "https://example.com/v1"}),
+    ("DELETE", "/v1/providers/p1", None),
+    ("GET", "/v1/routes", None),
+    ("PUT", "/v1/routes", {"data": []}),
+    ("GET", "/v1/admin-tokens", None),
+    ("POST", "/v1/admin-tokens", {"name": "t", "role": "admin"}),
+    ("DELETE", "/v1/admin-tokens/{id}", None),
+    ("GET", "/v1/audit", None),
+]
+READ_ROUTES = [("GET", "/v1/keys", None), ("GET", "/v1/keys/{id}", None)]
+ALL_ROUTES = ADMIN_ROUTES + READ_ROUTES
+
+
+async def send(client, method, path, body, headers):
+    return await client.request(method, path, json=body, headers=headers)
+
+
+@pytest.fixture(scope="module")
+async def some_key(client):
+    return (await client.post("/v1/keys", json={"name": "target"})).json()
+
+
+@pytest.fixture(scope="module")
+async def tokens(client):
+    admin = await client.post("/v1/admin-tokens", json={"name": "ops", "role": "admin"})
+    analyst = await client.post("/v1/admin-tokens", json={"name": "grafana", "role": "analyst"})
+    assert admin.status_code == 201 and analyst.status_code == 201, (admin.text, analyst.text)
+    return {"admin": admin.json(), "analyst": analyst.json()}
+
+
+def fill(path: str, key_id: str) -> str:
+    return path.replace("{id}", key_id)
+
+
+@pytest.mark.parametrize(("method", "path", "body"), ALL_ROUTES)
+async def test_missing_token_is_401(client, some_key, method, path, body):
+    response = await send(client, method, fill(path, some_key["id"]), body, {"Authorization": ""})
+    assert response.status_code == 401, response.text
+    assert response.json()["error"]["type"] == "authentication_error"
+    assert response.headers["www-authenticate"].startswith("Bearer")
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["Bearer wrong", "Bearer " + ADMIN_TOKEN + "x", "Basic " + ADMIN_TOKEN, ADMIN_TOKEN, "Bearer ", "Bearer é-unicode".encode()],
+)
+async def test_invalid_token_is_401(client, header):
+    response = await client.get("/v1/keys", headers={"Authorization": header})
+    assert response.status_code == 401, response.text
+    body = response.json()
+    assert body["error"]["type"] == "authentication_error"
+    assert ADMIN_TOKEN not in response.text
+
+
+async def test_virtual_key_is_not_an_admin_token(client, some_key):
+    response = await client.get("/v1/keys", headers=auth(some_key["key"]))
+    assert response.status_code == 401
+
+
+async def test_bootstrap_token_scheme_is_case_insensitive(client):
+    assert (await client.get("/v1/keys", headers={"Authorization": f"bearer {ADMIN_TOKEN}"})).status_code == 200
+
+
+async def test_created_tokens_are_shown_once_and_stored_hashed(client, db, tokens):
+    admin = tokens["admin"]
+    assert admin["token"].startswith("llmgw-at-") and len(admin["token"]) > 40
+    assert admin["prefix"] == admin["token"][:14] and admin["role"] == "admin"
+    assert admin["created_by"] == "bootstrap" and admin["revoked_at"] is None
+    listed = (await client.get("/v1/admin-tokens")).json()["data"]
+    by_id = {t["id"]: t for t in listed}
+    assert by_id[admin["id"]] == {k: v for k, v in admin.items() if k != "token"}
+    assert "token" not in by_id[tokens["analyst"]["id"]]
+    async with db() as session:
+        row = (await session.execute(select(AdminToken).where(AdminToken.id == admin["id"]))).scalar_one()
+    assert row.token_hash == hash_secret(admin["token"])
+
+
+async def test_api_admin_token_can_do_everything_and_is_the_audit_actor(client, tokens):
+    headers = auth(tokens["admin"]["token"])
+    created = await client.post("/v1/keys", json={"name": "by-api-admin"}, headers=headers)
+    assert created.status_code == 201
+    audit = (await client.get("/v1/audit", params={"target_id": created.json()["id"]}, headers=headers)).json()
+    assert audit["data"][0]["actor"] == tokens["admin"]["id"]
+    assert (await client.get("/v1/providers", headers=headers)).status_code == 200
+
+
+@pytest.mark.parametrize(("method", "path", "body"), ADMIN_ROUTES)
+async def test_analyst_gets_403_on_admin_routes(client, tokens, some_key, method, path, body):
+    response = await send(client, method, fill(path, some_key["id"]), body, auth(tokens["analyst"]["token"]))
+    assert response.status_code == 403, response.text
+    assert response.json()["error"]["type"] == "permission_error"
+
+
+@pytest.mark.parametrize("path", ["/v1/keys/{id}", "/v1/keys/{id}/rotate"])
+async def test_analyst_cannot_probe_existence(client, tokens, path):
+    """Same 403 for an existing and a missing id: nothing leaks."""
+    headers = auth(tokens["analyst"]["token"])
+    unknown = await client.delete(fill("/v1/keys/{id}", "no-such-key"), headers=headers)
+    assert unknown.status_code == 403
+    patch_unknown = await client.patch("/v1/keys/no-such-key", json={"name": "x"}, headers=headers)
+    assert patch_unknown.status_code == 403
+
+
+async def test_analyst_can_read_keys(client, tokens, some_key):
+    headers = auth(tokens["analyst"]["token"])
+    listed = await client.get("/v1/keys", headers=headers)
+    assert listed.status_code == 200 and listed.json()["data"]
+    one = await client.get(f"/v1/keys/{some_key['id']}", headers=headers)
+    assert one.status_code == 200 and "key" not in one.json()
+
+
+async def test_revoked_admin_token_stops_working(client, db):
+    created = (await client.post("/v1/admin-tokens", json={"name": "temp", "role": "admin"})).json()
+    assert (await client.get("/v1/keys", headers=auth(created["token"]))).status_code == 200
+    assert (await client.delete(f"/v1/admin-tokens/{created['id']}")).status_code == 204
+    assert (await client.get("/v1/keys", headers=auth(created["token"]))).status_code == 401
+    assert (await client.delete(f"/v1/admin-tokens/{created['id']}")).status_code == 204  # idempotent
+    listed = {t["id"]: t for t in (await client.get("/v1/admin-tokens")).json()["data"]}
+    assert listed[created["id"]]["revoked_at"] is not None
+    audit = (await client.get("/v1/audit", params={"target_id": created["id"]})).json()["data"]
+    assert [e["action"] for e in audit] == ["admin_token.revoked", "admin_token.created"]
+
+
+async def test_admin_token_errors(client):
+    assert (await client.delete("/v1/admin-tokens/nope")).status_code == 404
+    for body in ({"name": "x", "role": "root"}, {"role": "admin"}, {"name": "x", "role": "admin", "token": "mine"},
+                 {"name": ""}):
+        response = await client.post("/v1/admin-tokens", json=body)
+        assert response.status_code == 422, (body, response.text)
+    default_role = await client.post("/v1/admin-tokens", json={"name": "default-role"})
+    assert default_role.status_code == 201 and default_role.json()["role"] == "admin"
+
+
+async def test_open_endpoints_need_no_token(client):
+    no_auth = {"Authorization": ""}
+    assert (await client.get("/healthz", headers=no_auth)).json() == {"status": "ok"}
+    ready = await client.get("/readyz", headers=no_auth)
+    assert ready.status_code == 200 and ready.json() == {"status": "ok", "database": True, "nats": True}
+    schema = await client.get("/schema/openapi.json", headers=no_auth)
+    assert schema.status_code == 200 and "/v1/keys" in schema.json()["paths"]
+
+
+async def test_unknown_route_is_404_in_error_shape(client):
+    response = await client.get("/v1/nothing-here")
+    assert response.status_code == 404
+    assert response.json()["error"]["type"] == "not_found_error"
+
+
+async def test_wrong_method_is_405_in_error_shape(client):
+    response = await client.put("/v1/keys")
+    assert response.status_code == 405
+    assert "error" in response.json()
