@@ -363,6 +363,15 @@ class Bench:
     # --- main -------------------------------------------------------------------------------------
     def run(self) -> int:
         started = time.monotonic()
+        from llmgw_bench.machine import busy_cpus
+
+        busy = busy_cpus()
+        self.results["machine"]["busy_cpus_before"] = busy
+        if busy > 0.25:
+            note = (f"the machine was not idle before the run: other processes used {busy:.1f} of "
+                    f"{os.cpu_count()} CPUs; numbers are noisier than on a quiet machine")
+            self.results["setup"]["notes"].append(note)
+            say("warning: " + note)
         wrk_path, wrk_note = (None, "disabled with --no-wrk") if self.args.no_wrk else ensure_wrk()
         self.results["versions"]["wrk"] = wrk_version(wrk_path) if wrk_path else f"wrk not used ({wrk_note})"
         if not wrk_path:

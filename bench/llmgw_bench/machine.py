@@ -71,3 +71,21 @@ def machine_info(repo: Path) -> dict:
         "uvloop": _dist_version("uvloop"),
         "litestar": _dist_version("litestar"),
     }
+
+
+def _cpu_times() -> tuple[int, int]:
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return sum(fields[:8]), idle
+
+
+def busy_cpus(seconds: float = 2.0) -> float:
+    """How many CPUs' worth of work other processes are doing right now (before we start anything)."""
+    import time
+
+    total0, idle0 = _cpu_times()
+    time.sleep(seconds)
+    total1, idle1 = _cpu_times()
+    if total1 == total0:
+        return 0.0
+    return (1 - (idle1 - idle0) / (total1 - total0)) * (os.cpu_count() or 1)

@@ -47,13 +47,17 @@ class Table:
             out.append(self.note)
         return "\n".join(out)
 
+    def _numeric(self, index: int) -> bool:
+        cells = [r[index] for r in self.rows if index < len(r) and r[index] not in ("", "—")]
+        return bool(cells) and all(c[0].isdigit() or c[0] in "+−-" for c in cells)
+
     def markdown(self, heading: str = "###") -> str:
         out = [f"{heading} {self.title}", ""] if self.title else []
         out.append("| " + " | ".join(self.headers) + " |")
-        out.append("|" + "|".join("---" if i == 0 else "---:" for i in range(len(self.headers))) + "|")
+        out.append("|" + "|".join("---:" if i and self._numeric(i) else "---" for i in range(len(self.headers))) + "|")
         out += ["| " + " | ".join(r) + " |" for r in self.rows]
         if self.note:
-            out += ["", self.note]
+            out += ["", self.note.replace("\n", "\n\n")]
         return "\n".join(out)
 
 
@@ -92,12 +96,13 @@ def scenario_table(results: dict, scenario: dict) -> Table:
     if with_ttfb:
         headers += ["TTFB p50 ms", "TTFB p99 ms", "added TTFB p50 ms"]
     headers += ["proxy CPU-s / 1k req", "errors"]
-    rows = []
+    rows, missing = [], []
     for column in COLUMNS:
         col = results["columns"].get(column) or {}
         if col.get("unavailable") or col.get("skipped"):
             reason = col.get("unavailable") or col.get("skipped")
-            rows.append([column, f"not available: {reason}"] + [""] * (len(headers) - 2))
+            rows.append([column, "not available"] + ["—"] * (len(headers) - 2))
+            missing.append(f"{column}: not available: {reason}")
             continue
         r = result(results, column, key)
         if r is None:
@@ -117,6 +122,8 @@ def scenario_table(results: dict, scenario: dict) -> Table:
             + (f" (or {scenario['max_requests']:,} requests, whichever first)" if scenario.get("max_requests") else "")
             + f"; p50/p99 = {latency_word}"
             + ("; TTFB = time to the first body byte (first SSE event)" if with_ttfb else "") + ".")
+    if missing:
+        note += "\n" + "\n".join(missing)
     return Table(scenario["title"], headers, rows, note)
 
 

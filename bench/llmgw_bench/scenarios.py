@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -99,6 +100,20 @@ def sanity_check(target: Target) -> str | None:
     return None
 
 
+def wait_idle(pid: int | None, timeout: float = 60.0, interval: float = 0.25, busy_share: float = 0.2) -> float:
+    """Waits until the process tree uses less than `busy_share` of one CPU over two intervals in a row."""
+    if not pid:
+        return 0.0
+    started = time.monotonic()
+    quiet, last = 0, cpu_seconds(pid)
+    while time.monotonic() - started < timeout and quiet < 2:
+        time.sleep(interval)
+        now = cpu_seconds(pid)
+        quiet = quiet + 1 if now - last < busy_share * interval else 0
+        last = now
+    return time.monotonic() - started
+
+
 class Runner:
     def __init__(self, work_dir: Path, wrk_binary: str | None, warmup: float):
         self.work_dir = work_dir
@@ -140,6 +155,9 @@ class Runner:
     def run(self, target: Target, scenario: Scenario) -> dict:
         if self.warmup > 0:
             self._load(target, scenario, self.warmup, 0)
+            # A slow proxy may still be working through requests the warm-up's load generator left in
+            # flight when it stopped: let it drain so they do not count against the measured window.
+            wait_idle(target.pid or target.mock_pid)
         cpu_before = cpu_seconds(target.pid) if target.pid else None
         mock_before = cpu_seconds(target.mock_pid) if target.mock_pid else None
         result = self._load(target, scenario, scenario.duration, scenario.max_requests)
@@ -151,6 +169,10 @@ class Runner:
             cpu = cpu_seconds(target.mock_pid) - mock_before
             result["mock_cpu_s_per_1k"] = cpu / result["requests"] * 1000 if result["requests"] else None
         result["scenario"] = scenario.key
+        if result["ok"] == 0:
+            result["errors"] = max(result["errors"], 1)
+            result.setdefault("failures", {})["no_request_completed"] = 1
+            result["latency_ms"] = {k: None for k in result["latency_ms"]}
         target.results[scenario.key] = result
         if target.pid:
             target.peak_rss_mb = peak_rss_mb(target.pid)

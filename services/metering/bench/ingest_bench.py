@@ -95,15 +95,21 @@ def make_events(n: int, keys: int):
     return out, total_tokens
 
 
-async def publish(js, events, window: int = 4000) -> float:
+async def publish(nc, js, events, chunk: int = 5000) -> float:
+    """Core-NATS publishes captured by the stream, acknowledged in batches: after each chunk the
+    stream's message count is polled until the chunk is stored (cheap flow control)."""
+    from llmgw_common.contract import STREAM_USAGE
+
     started = time.perf_counter()
-    pending = []
-    for subject, body, headers in events:
-        pending.append(await js.publish_async(subject, body, headers=headers))
-        if len(pending) >= window:
-            await asyncio.gather(*pending)
-            pending.clear()
-    await asyncio.gather(*pending)
+    base = (await js.stream_info(STREAM_USAGE)).state.messages
+    sent = 0
+    for start in range(0, len(events), chunk):
+        for subject, body, headers in events[start : start + chunk]:
+            await nc.publish(subject, body, headers=headers)
+        sent += len(events[start : start + chunk])
+        await nc.flush()
+        while (await js.stream_info(STREAM_USAGE)).state.messages < base + sent:
+            await asyncio.sleep(0.005)
     return time.perf_counter() - started
 
 
@@ -134,7 +140,7 @@ async def run(args) -> dict:
     )
     await run_migrations(settings)
     nc = await connect(settings.nats_url, name="metering-bench")
-    js = nc.jetstream(publish_async_max_pending=8000)
+    js = nc.jetstream()
     await ensure_streams(js, STREAM_USAGE, STREAM_DEAD_LETTER)
     for stream in (STREAM_USAGE, STREAM_DEAD_LETTER):
         await js.purge_stream(stream)
@@ -148,7 +154,7 @@ async def run(args) -> dict:
         pass
 
     events, expected_tokens = make_events(args.events, args.keys)
-    publish_seconds = await publish(js, events)
+    publish_seconds = await publish(nc, js, events)
     del events
     info = await js.stream_info(STREAM_USAGE)
     assert info.state.messages == args.events, info.state.messages

@@ -123,7 +123,7 @@ def printer(ctx: typer.Context, output: OutputFormat | None = None) -> tuple[Sta
 
 
 OutputOpt = Annotated[
-    Optional[OutputFormat],  # noqa: UP045 - typer needs Optional on 3.11 with eval_str
+    Optional[OutputFormat],
     typer.Option("--output", "-o", help="table, json (the raw API answer) or csv.", show_default=False),
 ]
 YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 from collections.abc import Awaitable, Callable
 
 import nats
@@ -80,10 +82,15 @@ async def connect(
     )
 
 
+def jetstream_replicas() -> int:
+    """``LLMGW_JETSTREAM_REPLICAS``: copies of each stream/bucket in a NATS cluster (1 for one server, 3 in production)."""
+    return max(1, int(os.environ.get("LLMGW_JETSTREAM_REPLICAS", "1")))
+
+
 async def ensure_streams(js: JetStreamContext, *names: str) -> None:
     """Create (or bring up to date) the named streams; idempotent, safe from many replicas at once."""
     for name in names:
-        config = STREAM_CONFIGS[name]
+        config = dataclasses.replace(STREAM_CONFIGS[name], num_replicas=jetstream_replicas())
         try:
             await js.add_stream(config)
         except BadRequestError:

@@ -152,8 +152,8 @@ class _GenaiPrices:
         # UpdatePrices (remote data); we never start that, and never read it either.
         self._snapshot = data_snapshot._bundled_snapshot()
         self._models: dict[tuple[str, str], object] = {}
-        self._coefficients: dict[tuple[int, int], tuple[object, _Coefficients | None]] = {}
-        self._tier_starts: dict[int, tuple[object, tuple[int, ...]]] = {}
+        #: id(ModelPrice) -> (ModelPrice, tier starts, {band: coefficients | None})
+        self._prices: dict[int, tuple[object, tuple[int, ...], dict[int, _Coefficients | None]]] = {}
         self._lock = threading.Lock()
 
     def find(self, provider: str, model: str):
@@ -187,22 +187,22 @@ class _GenaiPrices:
     def cost(self, found, at: datetime, prompt: int, cached: int, cache_write: int, completion: int) -> Decimal:
         genai_provider, model_info = found
         model_price = model_info.get_prices(at)
-        starts = self._starts(model_price)
+        entry = self._prices.get(id(model_price))
+        if entry is None or entry[0] is not model_price:
+            entry = self._register(model_price)
+        starts, bands = entry[1], entry[2]
         band = 0
         for start in starts:
             if prompt > start:
                 band += 1
-        key = (id(model_price), band)
-        cached_entry = self._coefficients.get(key)
-        if cached_entry is None or cached_entry[0] is not model_price:
-            coefficients = self._derive(genai_provider, model_info, at, starts, band)
-            with self._lock:
-                self._coefficients[key] = (model_price, coefficients)
+        if band in bands:
+            c = bands[band]
         else:
-            coefficients = cached_entry[1]
-        if coefficients is None:  # a one-token-wide band: not worth caching, ask genai-prices
+            c = self._derive(genai_provider, model_info, at, starts, band)
+            with self._lock:
+                bands[band] = c
+        if c is None:  # a one-token-wide band: not worth caching, ask genai-prices
             return self._calc(genai_provider, model_info, at, prompt, cached, cache_write, completion)
-        c = coefficients
         return (
             c.base
             + (prompt - cached - cache_write) * c.uncached_input
@@ -211,23 +211,23 @@ class _GenaiPrices:
             + completion * c.output
         )
 
-    def _starts(self, model_price) -> tuple[int, ...]:
+    def _register(self, model_price):
         from genai_prices.types import TieredPrices
 
-        entry = self._tier_starts.get(id(model_price))
-        if entry is not None and entry[0] is model_price:
-            return entry[1]
-        starts = sorted(
-            {
-                tier.start
-                for value in vars(model_price).values()
-                if isinstance(value, TieredPrices)
-                for tier in value.tiers
-            }
+        starts = tuple(
+            sorted(
+                {
+                    tier.start
+                    for value in vars(model_price).values()
+                    if isinstance(value, TieredPrices)
+                    for tier in value.tiers
+                }
+            )
         )
+        entry = (model_price, starts, {})
         with self._lock:
-            self._tier_starts[id(model_price)] = (model_price, tuple(starts))
-        return tuple(starts)
+            self._prices[id(model_price)] = entry
+        return entry
 
     @staticmethod
     def _calc(genai_provider, model_info, at, prompt, cached, cache_write, completion) -> Decimal:
@@ -293,6 +293,7 @@ class Pricer:
     overrides: Sequence[PriceOverride] = ()
     _sorted: list[PriceOverride] = field(init=False, repr=False)
     _matches: dict[tuple[str, str], PriceOverride | None] = field(init=False, repr=False, default_factory=dict)
+    _resolved: dict[tuple, tuple[str, object]] = field(init=False, repr=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self._sorted = sorted(self.overrides, key=PriceOverride.specificity)
@@ -321,30 +322,44 @@ class Pricer:
         aliases: Iterable[str] = (),
         at: datetime | None = None,
     ) -> Price:
-        if min(prompt_tokens, cached_tokens, cache_write_tokens, completion_tokens) < 0:
+        if prompt_tokens < 0 or cached_tokens < 0 or cache_write_tokens < 0 or completion_tokens < 0:
             raise ValueError("token counts must not be negative")
-        prompt = max(prompt_tokens, cached_tokens + cache_write_tokens)
-        names = (model, *[a for a in aliases if a and a != model])
+        prompt = prompt_tokens
+        if cached_tokens + cache_write_tokens > prompt:
+            prompt = cached_tokens + cache_write_tokens
+        aliases = tuple(aliases)
+        key = (provider, model, aliases)
+        resolved = self._resolved.get(key)
+        if resolved is None:
+            resolved = self._resolve(provider, model, aliases)
+            if len(self._resolved) > 50_000:
+                self._resolved.clear()
+            self._resolved[key] = resolved
+        kind, what = resolved
+        if kind == "genai":
+            when = at or datetime.now(tz=UTC)
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=UTC)
+            cost = _genai_prices().cost(what, when, prompt, cached_tokens, cache_write_tokens, completion_tokens)
+            return Price(cost, True, PRICE_DATA_VERSION)
+        if kind == "override":
+            return Price(
+                what.cost(prompt, cached_tokens, cache_write_tokens, completion_tokens), True, what.price_version
+            )
+        return Price(ZERO, False, PRICE_DATA_VERSION)
 
+    def _resolve(self, provider: str, model: str, aliases: tuple[str, ...]) -> tuple[str, object]:
+        names = (model, *[a for a in aliases if a and a != model])
         for name in names:
             override = self.override_for(provider, name)
             if override is not None:
-                return Price(
-                    override.cost(prompt, cached_tokens, cache_write_tokens, completion_tokens),
-                    True,
-                    override.price_version,
-                )
-
+                return ("override", override)
         genai = _genai_prices()
         for name in names:
             found = genai.find(provider, name)
             if found is not None:
-                when = at or datetime.now(tz=UTC)
-                if when.tzinfo is None:
-                    when = when.replace(tzinfo=UTC)
-                cost = genai.cost(found, when, prompt, cached_tokens, cache_write_tokens, completion_tokens)
-                return Price(cost, True, PRICE_DATA_VERSION)
-        return Price(ZERO, False, PRICE_DATA_VERSION)
+                return ("genai", found)
+        return ("unknown", None)
 
 
 _default_pricer = Pricer()

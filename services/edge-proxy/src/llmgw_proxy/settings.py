@@ -56,5 +56,6 @@ class Settings(GatewaySettings):
     #: on shutdown: how long to try JetStream before leaving the rest in the spool
     shutdown_flush_timeout: float = 10.0
 
-    #: route /v1/* before Litestar's router (measured ~25% more req/s); off only for debugging
-    proxy_fast_path: bool = True
+    #: on SIGTERM uvicorn stops accepting and waits this long for in-flight requests (streams
+    #: included) before cancelling them; the usage queue is then flushed (JetStream or spool)
+    shutdown_grace_seconds: float = 25.0

@@ -189,7 +189,13 @@ def count_tokens(app: MockApp, call: Call, data: dict[str, Any]) -> Reply:
 
 
 def _model(model_id: str) -> dict[str, Any]:
-    return {"type": "model", "id": model_id, "display_name": _display_name(model_id), "created_at": MODEL_CREATED_AT}
+    return {
+        "type": "model",
+        "id": model_id,
+        "display_name": _display_name(model_id),
+        "created_at": MODEL_CREATED_AT,
+        "lifecycle": "active",
+    }
 
 
 def _display_name(model_id: str) -> str:

@@ -7,6 +7,10 @@ from typing import Any
 
 DEFAULT_ANSWER = "Hello! This is the llmgw mock provider. Your request was received and answered."
 
+#: Keys the shared pytest fixtures configure (test-only values).
+MOCK_OPENAI_KEY = "sk-mock-openai-0123456789abcdef"
+MOCK_ANTHROPIC_KEY = "sk-ant-mock-0123456789abcdef"
+
 DEFAULT_OPENAI_MODELS: tuple[str, ...] = (
     "gpt-4o",
     "gpt-4o-mini",
@@ -25,11 +29,12 @@ DEFAULT_OPENAI_MODELS: tuple[str, ...] = (
 )
 
 DEFAULT_ANTHROPIC_MODELS: tuple[str, ...] = (
-    "claude-opus-4-1-20250805",
+    "claude-opus-4-7",
+    "claude-opus-4-6",
+    "claude-sonnet-4-6",
+    "claude-opus-4-5-20251101",
     "claude-sonnet-4-5-20250929",
-    "claude-sonnet-4-20250514",
     "claude-haiku-4-5-20251001",
-    "claude-3-5-haiku-20241022",
 )
 
 

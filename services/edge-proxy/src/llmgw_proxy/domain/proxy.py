@@ -297,7 +297,7 @@ class ProxyService:
             messages = probe.messages
             if messages is msgspec.UNSET:
                 raise errors.bad_request("'messages' is required.", "missing_messages")
-            if not bytes(messages[:1]) == b"[":
+            if memoryview(messages)[:1] != b"[":
                 raise errors.bad_request("'messages' must be a list.", "invalid_messages")
         for value in (probe.max_tokens, probe.max_completion_tokens, probe.max_output_tokens):
             if type(value) is int and value >= 0:
@@ -477,7 +477,7 @@ class ProxyService:
         headers = relay_headers(resp.raw_headers)
         headers += self._own_headers(ctx, overhead)
         headers.append((b"content-length", str(len(body)).encode()))
-        if resp.content_type is None or b"content-type" not in (h[0] for h in headers):
+        if not any(name == b"content-type" for name, _ in headers):
             headers.append((b"content-type", b"application/json"))
         ctx.done = True
         ctx.first_byte = now

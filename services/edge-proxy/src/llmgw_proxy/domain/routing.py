@@ -95,7 +95,7 @@ def resolve(entry: KeyEntry, model: str, dialect: str) -> Resolution:
     return result
 
 
-def _find_route(entry: KeyEntry, model: str):
+def find_route(entry: KeyEntry, model: str):
     for route in entry.routes:
         if route.model == model:
             return route
@@ -106,7 +106,7 @@ def _find_route(entry: KeyEntry, model: str):
 
 
 def _resolve(entry: KeyEntry, model: str, dialect: str) -> Resolution:
-    route = _find_route(entry, model)
+    route = find_route(entry, model)
     if route is None:
         raise errors.model_not_found(model)
     kinds = DIALECT_KINDS[dialect]

@@ -21,8 +21,8 @@ from llmgw_proxy.domain.usage.tokens import RawUsage, Tokens, normalise
 
 class _OpenAIChunk(msgspec.Struct):
     usage: RawUsage | None = None
-    choices: msgspec.Raw | None = None
-    error: msgspec.Raw | None = None
+    choices: msgspec.Raw = msgspec.Raw(b"")
+    error: msgspec.Raw = msgspec.Raw(b"")
 
 
 class _Resp(msgspec.Struct):
@@ -126,11 +126,11 @@ class SSEUsage:
         try:
             if self.mode == "openai":
                 chunk = _openai_decoder.decode(payload)
-                if chunk.error is not None:
+                if len(chunk.error) and bytes(chunk.error) != b"null":
                     self.error_seen = True
                 if chunk.usage is not None:
                     self.raw = chunk.usage
-                    return self.strip and (chunk.choices is None or bytes(chunk.choices).strip() == b"[]")
+                    return self.strip and bytes(chunk.choices) in (b"", b"[]")
             elif self.mode == "responses":
                 event = _responses_decoder.decode(payload)
                 if event.type in ("error", "response.failed"):

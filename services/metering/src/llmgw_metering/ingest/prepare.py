@@ -90,6 +90,19 @@ def _dead_reason(data: bytes, exc: Exception) -> tuple[str, str]:
     return "schema_mismatch", str(exc)
 
 
+_INT_FIELDS = (
+    "prompt_tokens",
+    "cached_tokens",
+    "cache_write_tokens",
+    "completion_tokens",
+    "reasoning_tokens",
+    "total_tokens",
+    "attempts",
+    "status_code",
+)
+_FLOAT_FIELDS = ("latency_ms", "ttfb_ms", "upstream_latency_ms", "reserved_usd")
+
+
 def _check(event: UsageEvent, ts: datetime, data: bytes, oldest: datetime, newest: datetime) -> tuple[str, str] | None:
     if event.v != CONTRACT_VERSION:
         return "unsupported_version", f"v={event.v}, this consumer understands v={CONTRACT_VERSION}"
@@ -101,23 +114,33 @@ def _check(event: UsageEvent, ts: datetime, data: bytes, oldest: datetime, newes
         return "expired", f"ts {ts.isoformat()} is older than the raw-event retention"
     if ts > newest:
         return "invalid_event", f"ts {ts.isoformat()} is too far in the future"
-    for name in (
-        "prompt_tokens",
-        "cached_tokens",
-        "cache_write_tokens",
-        "completion_tokens",
-        "reasoning_tokens",
-        "total_tokens",
-        "attempts",
-        "status_code",
+    e = event
+    # one chained comparison per field: the common (valid) case stays cheap
+    if not (
+        0 <= e.prompt_tokens <= INT32_MAX
+        and 0 <= e.cached_tokens <= INT32_MAX
+        and 0 <= e.cache_write_tokens <= INT32_MAX
+        and 0 <= e.completion_tokens <= INT32_MAX
+        and 0 <= e.reasoning_tokens <= INT32_MAX
+        and 0 <= e.total_tokens <= INT32_MAX
+        and 0 <= e.attempts <= INT32_MAX
+        and 0 <= e.status_code <= INT32_MAX
     ):
-        value = getattr(event, name)
-        if value < 0 or value > INT32_MAX:
-            return "invalid_event", f"{name}={value} out of range"
-    for name in ("latency_ms", "ttfb_ms", "upstream_latency_ms", "reserved_usd"):
-        value = getattr(event, name)
-        if value is not None and (not math.isfinite(value) or value < 0):
-            return "invalid_event", f"{name}={value} out of range"
+        for name in _INT_FIELDS:
+            value = getattr(e, name)
+            if not 0 <= value <= INT32_MAX:
+                return "invalid_event", f"{name}={value} out of range"
+    # NaN fails every comparison, inf fails the upper bound
+    if not (
+        0 <= e.latency_ms < math.inf
+        and 0 <= e.reserved_usd < math.inf
+        and (e.ttfb_ms is None or 0 <= e.ttfb_ms < math.inf)
+        and (e.upstream_latency_ms is None or 0 <= e.upstream_latency_ms < math.inf)
+    ):
+        for name in _FLOAT_FIELDS:
+            value = getattr(e, name)
+            if value is not None and not 0 <= value < math.inf:
+                return "invalid_event", f"{name}={value} out of range"
     return None
 
 

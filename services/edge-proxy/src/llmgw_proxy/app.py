@@ -1,0 +1,43 @@
+"""The edge-proxy Litestar app: ``create_app(settings) -> Litestar``."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+from litestar.datastructures import State
+
+from llmgw_proxy.controllers import health
+from llmgw_proxy.router import ProxyRouter
+from llmgw_proxy.runtime import ProxyRuntime
+from llmgw_proxy.settings import Settings
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    settings = settings or Settings()
+    logging.getLogger("llmgw_proxy").setLevel(settings.log_level.upper())
+    runtime = ProxyRuntime(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: Litestar):
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    handlers = [health.healthz, health.readyz]
+    if not settings.proxy_metrics_port:
+        handlers.append(health.metrics)
+    app = Litestar(
+        route_handlers=handlers,
+        lifespan=[lifespan],
+        state=State({"proxy": runtime}),
+        openapi_config=None,
+        logging_config=None,
+        debug=False,
+    )
+    # The proxy's /v1/* hot path is routed before Litestar's router (see router.py).
+    app.asgi_handler = ProxyRouter(runtime.service, app.asgi_handler)
+    return app

@@ -1,0 +1,93 @@
+"""OpenAI-dialect routes (thin: each names its endpoint and hands the request to the pipeline)."""
+
+from __future__ import annotations
+
+import msgspec
+
+from llmgw_proxy.domain import errors
+from llmgw_proxy.domain.proxy import Ctx, Endpoint, ProxyService
+
+CHAT_COMPLETIONS = Endpoint("/v1/chat/completions", "openai", needs_messages=True, inject_usage=True)
+COMPLETIONS = Endpoint("/v1/completions", "openai", inject_usage=True)
+EMBEDDINGS = Endpoint("/v1/embeddings", "openai", stream_mode=None, completion=False)
+RESPONSES = Endpoint("/v1/responses", "openai", stream_mode="responses")
+
+_encode = msgspec.json.Encoder().encode
+
+
+async def chat_completions(proxy: ProxyService, scope, receive, send) -> None:
+    await proxy.forward(scope, receive, send, CHAT_COMPLETIONS)
+
+
+async def completions(proxy: ProxyService, scope, receive, send) -> None:
+    await proxy.forward(scope, receive, send, COMPLETIONS)
+
+
+async def embeddings(proxy: ProxyService, scope, receive, send) -> None:
+    await proxy.forward(scope, receive, send, EMBEDDINGS)
+
+
+async def responses(proxy: ProxyService, scope, receive, send) -> None:
+    await proxy.forward(scope, receive, send, RESPONSES)
+
+
+def _wants_anthropic(scope) -> bool:
+    return any(name == b"anthropic-version" for name, _ in scope["headers"])
+
+
+def _openai_model(model_id: str, owner: str) -> dict:
+    return {"id": model_id, "object": "model", "created": 0, "owned_by": owner}
+
+
+def _anthropic_model(model_id: str) -> dict:
+    return {"type": "model", "id": model_id, "display_name": model_id, "created_at": "1970-01-01T00:00:00Z"}
+
+
+async def list_models(proxy: ProxyService, scope, receive, send) -> None:
+    """Both dialects: Anthropic's shape when the request carries ``anthropic-version``."""
+    anthropic = _wants_anthropic(scope)
+
+    async def answer(ctx: Ctx):
+        names = await proxy.catalog.names(ctx.entry)
+        if anthropic:
+            data = [_anthropic_model(n) for n in names]
+            return 200, _encode(
+                {"data": data, "has_more": False, "first_id": names[0] if names else None, "last_id": names[-1] if names else None}
+            )
+        data = [_openai_model(n, proxy.catalog.provider_of(ctx.entry, n)) for n in names]
+        return 200, _encode({"object": "list", "data": data})
+
+    await proxy.local(scope, receive, send, "anthropic" if anthropic else "openai", answer)
+
+
+async def retrieve_model(proxy: ProxyService, scope, receive, send) -> None:
+    anthropic = _wants_anthropic(scope)
+    model_id = scope["path"][len("/v1/models/"):]
+
+    async def answer(ctx: Ctx):
+        owner = await proxy.catalog.owner(ctx.entry, model_id) if model_id else None
+        if owner is None:
+            raise errors.model_not_found(model_id)
+        return 200, _encode(_anthropic_model(model_id) if anthropic else _openai_model(model_id, owner))
+
+    await proxy.local(scope, receive, send, "anthropic" if anthropic else "openai", answer)
+
+
+async def passthrough(proxy: ProxyService, scope, receive, send) -> None:
+    """Any other ``/v1/*`` path, forwarded as-is to the key's OpenAI provider (or its Anthropic one
+    for ``/v1/messages/*`` and requests carrying ``anthropic-version``)."""
+    path = scope["path"]
+    dialect = "anthropic" if path.startswith("/v1/messages/") or _wants_anthropic(scope) else "openai"
+    await proxy.forward(scope, receive, send, None, dialect)
+
+
+ROUTES = {
+    ("POST", "/v1/chat/completions"): chat_completions,
+    ("POST", "/v1/completions"): completions,
+    ("POST", "/v1/embeddings"): embeddings,
+    ("POST", "/v1/responses"): responses,
+    ("GET", "/v1/models"): list_models,
+}
+
+#: (method, path prefix) -> handler, tried after the exact routes
+PREFIX_ROUTES = [(("GET", "/v1/models/"), retrieve_model)]
