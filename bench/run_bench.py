@@ -404,13 +404,15 @@ class Bench:
 
 PACKAGE_GROUPS = [
     ("upstream HTTP client (aiohttp, yarl, multidict)", ("aiohttp", "yarl", "multidict", "aiohappyeyeballs", "propcache")),
-    ("HTTP server + framework (uvicorn, httptools, litestar, starlette)", ("uvicorn", "httptools", "litestar", "starlette")),
+    ("HTTP server + framework (uvicorn, httptools, litestar)", ("uvicorn", "httptools", "litestar", "starlette")),
+    ("event loop (uvloop C code incl. socket I/O, shown as asyncio frames)", ("stdlib:asyncio", "uvloop")),
     ("tracing (opentelemetry)", ("opentelemetry",)),
+    ("metrics (prometheus_client)", ("prometheus_client",)),
     ("NATS client (usage publishing, key lookups)", ("nats",)),
     ("llmgw's own code", ("llmgw_proxy", "llmgw_common")),
     ("JSON / msgspec", ("msgspec", "stdlib:json", "orjson")),
     ("logging", ("stdlib:logging",)),
-    ("asyncio / event loop", ("stdlib:asyncio", "uvloop")),
+    ("threads (exporter / publisher threads waiting or working)", ("stdlib:threading", "stdlib:queue")),
 ]
 
 
@@ -419,7 +421,7 @@ def findings(analysis: dict) -> list[str]:
     shares: dict[str, float] = {}
     for name, pct in _all_packages(analysis):
         for label, prefixes in PACKAGE_GROUPS:
-            if any(name == p or name.startswith(p + ".") or name.startswith(p) for p in prefixes):
+            if any(name == p or name.startswith(p + ".") for p in prefixes):
                 shares[label] = shares.get(label, 0.0) + pct
                 break
         else:
@@ -446,6 +448,7 @@ def main() -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)  # also when started with SIGINT ignored (background jobs)
     bench = Bench(args)
     try:
         return bench.run()

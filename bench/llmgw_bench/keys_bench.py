@@ -8,8 +8,8 @@ import time
 from urllib.parse import urlsplit
 
 from llmgw_bench.loadclient import summarize
-from llmgw_bench.scenarios import CHAT_PATH, request_body
 from llmgw_bench.procs import say
+from llmgw_bench.scenarios import CHAT_PATH, request_body
 
 REVOCATION_TIMEOUT_S = 5.0
 

@@ -52,7 +52,6 @@ async def run(args: argparse.Namespace) -> dict:
     ttfbs: list[float] = []
     statuses: dict[str, int] = {}
     failures: dict[str, int] = {}
-    counters = {"started": 0, "done": 0}
     recording = False
 
     connector = aiohttp.TCPConnector(limit=args.concurrency, force_close=False, enable_cleanup_closed=False)

@@ -52,13 +52,24 @@ def _package(path: str) -> str:
     if "/lib/python3" in path:
         rest = path.split("/lib/python3", 1)[1].split("/", 2)
         return "stdlib:" + (rest[1].removesuffix(".py") if len(rest) > 1 else "?")
+    if path.startswith("<frozen "):
+        return "stdlib:" + path[len("<frozen "):].rstrip(">")
     return path.rsplit("/", 1)[-1] or "?"
 
 
 def _short(func: str, path: str) -> str:
-    owner = _package(path)
-    name = path.rsplit("/", 1)[-1]
-    return f"{func} ({owner}/{name})" if not owner.startswith("stdlib:") else f"{func} ({name})"
+    """`func (package/file.py)`: the path from the package (or stdlib) root."""
+    if "site-packages/" in path:
+        rel = path.split("site-packages/", 1)[1]
+    elif "/lib/python3" in path:
+        rel = path.split("/lib/python3", 1)[1].split("/", 1)[-1]
+    else:
+        rel = path
+        for marker in ("llmgw_proxy", "llmgw_common", "llmgw_keys", "llmgw_metering", "llmgw_devstack"):
+            if f"/{marker}/" in path:
+                rel = marker + "/" + path.split(f"/{marker}/", 1)[1]
+                break
+    return f"{func} ({rel})"
 
 
 def analyze(raw_file: Path, top: int = 15) -> dict:
@@ -87,11 +98,8 @@ def analyze(raw_file: Path, top: int = 15) -> dict:
             incl_counts[name] += count
     def share(counter: Counter, limit: int | None = top) -> list[tuple[str, float]]:
         return [(name, 100.0 * n / total) for name, n in counter.most_common(limit)] if total else []
-    # Inclusive list: drop the entry frames every sample passes through (event loop, server start-up).
-    boring = re.compile(r"^(<module>|main|run|_run_module_as_main|_run_code|run_forever|_run_once|serve|"
-                        r"startup|_serve|run_until_complete|Runner\.run|asyncio\.run|invoke|__call__)\b")
-    inclusive = [(name, pct) for name, pct in share(Counter(dict(incl_counts.most_common(top * 4))))
-                 if not boring.match(name) and pct < 99.5][:top]
+    # Inclusive time of llmgw's own functions: which step of the request pipeline costs what.
+    inclusive = [(name, pct) for name, pct in share(incl_counts, None) if "(llmgw_" in name][:top]
     return {"samples": total, "self": share(self_counts), "inclusive": inclusive, "packages": share(package_counts),
             "all_packages": share(package_counts, None)}
 
@@ -105,7 +113,7 @@ def profile_under_load(py_spy: str, pid: int, out_dir: Path, duration: float, lo
     def record(fmt: str, output: Path) -> None:
         result = subprocess.run(
             [py_spy, "record", "--pid", str(pid), "--duration", str(int(duration)), "--rate", "250", "--nonblocking",
-             "--subprocesses", "--format", fmt, "-o", str(output)],
+             "--subprocesses", "--full-filenames", "--format", fmt, "-o", str(output)],
             capture_output=True, text=True, timeout=duration + 60, preexec_fn=die_with_parent,
         )
         if result.returncode != 0:

@@ -40,7 +40,7 @@ class Table:
     def text(self) -> str:
         widths = [max(len(h), *(len(r[i]) for r in self.rows)) if self.rows else len(h) for i, h in enumerate(self.headers)]
         def line(cells: list[str]) -> str:
-            return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+            return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=False)))
         out = [self.title, line(self.headers), "  ".join("-" * w for w in widths)]
         out += [line(r) for r in self.rows]
         if self.note:
@@ -249,7 +249,7 @@ def profile_tables(profile: dict) -> list[Table]:
               [[name, f"{pct:.1f}%"] for name, pct in profile["packages"]]),
         Table("Hottest functions (self time)", ["function", "share"],
               [[name, f"{pct:.1f}%"] for name, pct in profile["self"]]),
-        Table("Hottest call paths (inclusive time)", ["function", "share"],
+        Table("llmgw's own functions (inclusive time: the function and everything it calls)", ["function", "share"],
               [[name, f"{pct:.1f}%"] for name, pct in profile["inclusive"]]),
     ]
     return tables
@@ -310,7 +310,7 @@ def _setup_section(results: dict) -> list[str]:
         "- **llmgw**: load generator → edge-proxy (1 worker process, `python -m llmgw_proxy serve`) → mock provider,"
         " with key-service, metering, NATS (JetStream) and PostgreSQL running: the proxy publishes one usage event per"
         " request, metering stores it, and every service exports traces over OTLP/HTTP to a local sink"
-        f" (`OTEL_TRACES_EXPORTER=otlp`, `OTEL_EXPORTER_OTLP_ENDPOINT`). The virtual key was looked up and cached before measuring.",
+        " (`OTEL_TRACES_EXPORTER=otlp`, `OTEL_EXPORTER_OTLP_ENDPOINT`). The virtual key was looked up and cached before measuring.",
         f"- **LiteLLM**: load generator → `litellm --config … --port N` (LiteLLM {results['versions'].get('litellm', '—')},"
         " installed by the bench into `.bench/litellm-venv`, 1 worker, default settings, no database, master key)"
         " → the same mock provider (`model: openai/gpt-4o-mini`, `api_base: <mock>/v1`).",

@@ -169,6 +169,8 @@ class Runner:
             cpu = cpu_seconds(target.mock_pid) - mock_before
             result["mock_cpu_s_per_1k"] = cpu / result["requests"] * 1000 if result["requests"] else None
         result["scenario"] = scenario.key
+        if not scenario.stream:  # one body chunk: "first byte" is just the total again
+            result["ttfb_ms"] = {k: None for k in result["ttfb_ms"]}
         if result["ok"] == 0:
             result["errors"] = max(result["errors"], 1)
             result.setdefault("failures", {})["no_request_completed"] = 1

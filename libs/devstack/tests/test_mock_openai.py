@@ -335,3 +335,11 @@ def test_validation_errors(oai, mock_provider):
     )
     assert no_model.status_code == 400
     assert [c["status"] for c in mock_provider.calls()] == [400, 400, 400, 400]
+
+
+def test_moderations_pass_through_target(oai, mock_provider):
+    result = oai.moderations.create(input=["one", "two"])
+    assert len(result.results) == 2 and result.results[0].flagged is False
+    assert result.model == "omni-moderation-latest"
+    (call,) = mock_provider.calls()
+    assert (call["path"], call["status"], call["usage"]) == ("/v1/moderations", 200, None)

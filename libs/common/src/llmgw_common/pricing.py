@@ -48,9 +48,10 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import Context, Decimal, Inexact, InvalidOperation, Rounded
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _dist_version
+from typing import NamedTuple
 
 __all__ = [
     "PRICE_DATA_VERSION",
@@ -70,10 +71,11 @@ PRICE_DATA_VERSION = f"genai-prices-{_GENAI_VERSION}"
 
 ZERO = Decimal(0)
 MTOK = Decimal(1_000_000)
+#: decimal context for exact re-scaling (never rounds at these sizes)
+_EXACT = Context(prec=100, traps=[Inexact, Rounded, InvalidOperation])
 
 
-@dataclass(frozen=True, slots=True)
-class Price:
+class Price(NamedTuple):
     cost_usd: Decimal
     #: False when no override and no genai-prices entry matched (cost_usd is then 0).
     known: bool
@@ -133,13 +135,35 @@ _MISSING = object()
 
 @dataclass(slots=True)
 class _Coefficients:
-    """cost = base + prompt*a + cached*(b-a) + cache_write*(c-a) + completion*d, inside one bucket."""
+    """cost = (base + uncached*a + cached*b + cache_write*c + completion*d) * 10**-scale, in exact integers.
 
-    base: Decimal
-    uncached_input: Decimal
-    cached_input: Decimal
-    cache_write: Decimal
-    output: Decimal
+    Integer arithmetic keeps the hot path at ~1 µs; the result is the same decimal number genai-prices
+    computes (it is exact in both).
+    """
+
+    scale: int
+    base: int
+    uncached_input: int
+    cached_input: int
+    cache_write: int
+    output: int
+
+    @classmethod
+    def from_decimals(cls, base: Decimal, a: Decimal, b: Decimal, c: Decimal, d: Decimal) -> _Coefficients:
+        values = (base, a, b, c, d)
+        scale = max(0, *(-v.as_tuple().exponent for v in values))
+        ints = [int(v.scaleb(scale, _EXACT)) for v in values]
+        return cls(scale, *ints)
+
+    def cost(self, prompt: int, cached: int, cache_write: int, completion: int) -> Decimal:
+        n = (
+            self.base
+            + (prompt - cached - cache_write) * self.uncached_input
+            + cached * self.cached_input
+            + cache_write * self.cache_write
+            + completion * self.output
+        )
+        return Decimal(f"{n}E-{self.scale}") if self.scale else Decimal(n)
 
 
 class _GenaiPrices:
@@ -203,13 +227,7 @@ class _GenaiPrices:
                 bands[band] = c
         if c is None:  # a one-token-wide band: not worth caching, ask genai-prices
             return self._calc(genai_provider, model_info, at, prompt, cached, cache_write, completion)
-        return (
-            c.base
-            + (prompt - cached - cache_write) * c.uncached_input
-            + cached * c.cached_input
-            + cache_write * c.cache_write
-            + completion * c.output
-        )
+        return c.cost(prompt, cached, cache_write, completion)
 
     def _register(self, model_price):
         from genai_prices.types import TieredPrices
@@ -261,12 +279,12 @@ class _GenaiPrices:
         f2 = f(r2)
         a = f2 - f1  # per uncached input token
         base = f1 - r1 * a
-        return _Coefficients(
-            base=base,
-            uncached_input=a,
-            cached_input=f(r2, cached=1) - f2 + a,
-            cache_write=f(r2, write=1) - f2 + a,
-            output=f(r1, out=1) - f1,
+        return _Coefficients.from_decimals(
+            base,
+            a,
+            f(r2, cached=1) - f2 + a,
+            f(r2, write=1) - f2 + a,
+            f(r1, out=1) - f1,
         )
 
 

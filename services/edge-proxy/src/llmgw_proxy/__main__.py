@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
             loop="uvloop",
             http="httptools",
             access_log=False,
+            proxy_headers=False,
             log_level=settings.log_level.lower(),
             timeout_graceful_shutdown=settings.shutdown_grace_seconds,
         )

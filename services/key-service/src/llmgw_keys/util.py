@@ -19,13 +19,16 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def as_utc(value: datetime | None) -> datetime | None:
+def as_utc(value: datetime | None, field: str = "expires_at") -> datetime | None:
     """ISO 8601 without an offset is UTC."""
     if value is None:
         return None
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise Invalid(f"{field}: out of range") from None
 
 
 def new_id() -> str:

@@ -88,9 +88,7 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
             )
             await budget.start()
             state.budget = budget
-            consumer = UsageConsumer(
-                nc=nc, js=js, engine=engine, settings=settings, overrides=overrides, budget=budget
-            )
+            consumer = UsageConsumer(nc=nc, js=js, engine=engine, settings=settings, overrides=overrides, budget=budget)
             await consumer.start()
             state.consumer = consumer
             maintenance = asyncio.create_task(_maintenance_loop(settings, engine), name="metering-maintenance")
@@ -127,7 +125,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             path="/schema",
             render_plugins=[SwaggerRenderPlugin()],
             components=Components(
-                security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer", description="admin or analyst token")}
+                security_schemes={
+                    "bearer": SecurityScheme(type="http", scheme="bearer", description="admin or analyst token")
+                }
             ),
             security=[{"bearer": []}],
         ),

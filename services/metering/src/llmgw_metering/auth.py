@@ -121,7 +121,7 @@ class Authenticator:
                 headers=inject_headers({}),
             )
             reply = auth_verify_reply_decoder.decode(msg.data)
-        except (nats.errors.NoRespondersError, nats.errors.TimeoutError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, nats.errors.NoRespondersError, nats.errors.TimeoutError) as exc:
             AUTH_REQUESTS.labels("unavailable").inc()
             log.warning("token verification: key-service did not answer (%s)", type(exc).__name__)
             raise ApiError(

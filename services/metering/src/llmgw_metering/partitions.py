@@ -78,7 +78,10 @@ async def ensure_partitions(engine: AsyncEngine, months: Iterable[int]) -> set[i
             end = month_start(index + 1).isoformat()
             await conn.execute(text(f"DROP TABLE IF EXISTS metering.{name}"))  # a leftover of an aborted detach
             await conn.execute(
-                text(f"CREATE TABLE metering.{name} (LIKE metering.usage_events INCLUDING DEFAULTS INCLUDING CONSTRAINTS)")
+                text(
+                    f"CREATE TABLE metering.{name} "
+                    + "(LIKE metering.usage_events INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"
+                )
             )
             await conn.execute(
                 text(
@@ -133,7 +136,9 @@ async def drop_expired_partitions(engine: AsyncEngine, retention_days: int, now:
             name = partition_name(index)
             await conn.execute(text(f"ALTER TABLE metering.usage_events DETACH PARTITION metering.{name} CONCURRENTLY"))
             await conn.execute(text(f"DROP TABLE IF EXISTS metering.{name}"))
-            log.info("retention: dropped partition metering.%s (ends %s, cutoff %s)", name, month_start(index + 1), cutoff)
+            log.info(
+                "retention: dropped partition metering.%s (ends %s, cutoff %s)", name, month_start(index + 1), cutoff
+            )
             dropped.append(name)
     return dropped
 

@@ -8,7 +8,7 @@ with :class:`MockProviderServer`, or as a child process with :class:`MockProvide
 Routes
 ------
 OpenAI (``Authorization: Bearer``): ``POST /v1/chat/completions``, ``/v1/completions``,
-``/v1/embeddings``, ``/v1/responses``; ``GET /v1/models``, ``/v1/models/{id}``; any other path →
+``/v1/embeddings``, ``/v1/responses``, ``/v1/moderations`` (no usage); ``GET /v1/models``, ``/v1/models/{id}``; any other path →
 404 ``unknown_url``. Anthropic (``x-api-key`` or ``Authorization: Bearer``): ``POST /v1/messages``,
 ``/v1/messages/count_tokens``; ``GET /v1/models[/{id}]`` in Anthropic's shape when the request has
 an ``anthropic-version`` header. Control API (no auth): ``GET /_mock/calls[?since=SEQ]``,

@@ -34,6 +34,7 @@ _OPENAI_POST: dict[str, Handler] = {
     "/v1/completions": openai_api.completions,
     "/v1/embeddings": openai_api.embeddings,
     "/v1/responses": openai_api.responses,
+    "/v1/moderations": openai_api.moderations,
 }
 _ANTHROPIC_POST: dict[str, Handler] = {
     "/v1/messages": anthropic_api.messages,
@@ -45,7 +46,7 @@ _STREAMABLE = {"/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/
 class Call:
     """One model-API request while it is handled."""
 
-    __slots__ = ("method", "path", "provider", "api_key", "headers", "request_id", "body", "model", "stream", "rid", "t0")
+    __slots__ = ("method", "path", "provider", "api_key", "headers", "request_id", "raw", "model", "stream", "rid", "t0")
 
     def __init__(self, method: str, path: str, provider: str, t0: float) -> None:
         self.method = method
@@ -55,7 +56,7 @@ class Call:
         self.api_key: str | None = None
         self.headers: dict[str, str] = {}
         self.request_id: str | None = None
-        self.body: Any = None
+        self.raw = b""
         self.model: Any = None
         self.stream = False
         self.rid = ""
@@ -88,15 +89,18 @@ class MockApp:
         self._words = self.config.answer.split()
         self._text_cache: dict[int, str] = {}
         self._piece_cache: dict[tuple[int, int | None], list[str]] = {}
+        self._cache: dict[Any, Any] = {}
         self._stopping = False
 
     # --- public in-process API ------------------------------------------------------------------
 
     def calls(self, since: int | None = None) -> list[dict[str, Any]]:
+        """Recorded calls, oldest first (``since``: only those with a larger ``seq``)."""
         items = list(self._calls) if self._calls is not None else []
         if since is not None:
             items = [c for c in items if c["seq"] > since]
-        return items
+        # bodies are kept raw (no GC-tracked objects pile up under load) and parsed on demand
+        return [{**c, "body": _loads(c["body"]) if c["body"] else None} for c in items]
 
     def clear_calls(self) -> int:
         if self._calls is None:
@@ -146,6 +150,13 @@ class MockApp:
         if text is None:
             text = self._text_cache[n] = " ".join(self._words[:n])
         return text
+
+    def cached(self, key: Any, build: Callable[[], Any]) -> Any:
+        """A value built once per ``key`` (pre-encoded answer parts)."""
+        value = self._cache.get(key)
+        if value is None:
+            value = self._cache[key] = build()
+        return value
 
     def pieces(self, n: int) -> list[str]:
         key = (n, self.config.stream_chunks)
@@ -224,6 +235,7 @@ class MockApp:
         call.headers = rec_headers
         call.request_id = rec_headers.get("x-request-id")
         call.rid = "req_" + self.new_id()
+        call.raw = raw
         bearer = auth[7:].strip() if auth is not None and auth[:7].lower() == "bearer " else None
         call.api_key = (x_api_key or bearer) if provider == ANTHROPIC else bearer
 
@@ -253,8 +265,6 @@ class MockApp:
                 await asyncio.sleep(self.config.latency_ms / 1000)
             reply = handler(self, call, arg)
         except ApiError as err:
-            if call.body is None and raw:
-                call.body = _loads(raw)
             await self._send_error(call, err, send)
             self._record(call, err.status, None, fault=rule.mode if rule is not None else None)
             return
@@ -319,9 +329,6 @@ class MockApp:
             data = decode(raw) if raw else None
         except Exception:
             data = None
-            call.body = raw.decode("utf-8", "replace")
-        else:
-            call.body = data
         if not isinstance(data, dict):
             if anthropic:
                 raise ApiError(400, "There was an error parsing the body of your request.", type="invalid_request_error")
@@ -334,7 +341,10 @@ class MockApp:
             )
         dialect = anthropic_api if anthropic else openai_api
         call.model = data.get("model")
-        call.model = dialect.require_model(data)
+        if call.path == "/v1/moderations" and call.model is None:
+            call.model = "omni-moderation-latest"  # optional there
+        else:
+            call.model = dialect.require_model(data)
         if call.path in _STREAMABLE:
             call.stream = dialect.check_stream(data)
         return data
@@ -493,7 +503,7 @@ class MockApp:
             "request_id": call.request_id,
             "response_id": call.rid,
             "headers": call.headers,
-            "body": call.body,
+            "body": call.raw,
             "cut": False,
             "fault": None,
         }

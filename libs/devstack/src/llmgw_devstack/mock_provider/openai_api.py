@@ -136,6 +136,24 @@ def _pick_chat_tool(data: dict[str, Any]) -> tuple[str, dict] | None:
 
 
 # --- chat completions -------------------------------------------------------------------------------
+# The hot path of benchmarks: the JSON is assembled from pre-encoded pieces (same bytes msgspec would
+# produce for the equivalent dicts, key order included).
+
+_USAGE_FMT = (
+    b'{"prompt_tokens":%d,"completion_tokens":%d,"total_tokens":%d,'
+    b'"prompt_tokens_details":{"cached_tokens":%d,"audio_tokens":0},'
+    b'"completion_tokens_details":{"reasoning_tokens":%d,"audio_tokens":0,'
+    b'"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}}'
+)
+_TAIL = b',"service_tier":"default","system_fingerprint":"' + FINGERPRINT.encode() + b'"'
+_FINISH = {
+    reason: b',"logprobs":null,"finish_reason":' + encode(reason) + b"}]"
+    for reason in (None, "stop", "length", "tool_calls")
+}
+
+
+def _usage_bytes(prompt: int, completion: int, cached: int, reasoning: int) -> bytes:
+    return _USAGE_FMT % (prompt, completion, prompt + completion, cached, reasoning)
 
 
 def chat_completions(app: MockApp, call: Call, data: dict[str, Any]) -> Reply:
@@ -159,86 +177,86 @@ def chat_completions(app: MockApp, call: Call, data: dict[str, Any]) -> Reply:
         n_words, truncated = app.answer_length(limit)
         completion = n_words + reasoning
         finish = "length" if truncated else "stop"
-    wire_usage, usage = _usage(prompt, completion, cached, reasoning)
-    cid = "chatcmpl-" + app.new_id()
-    created = int(time.time())
+    usage = normalized(prompt, completion, cached, 0, reasoning)
+    usage_json = _usage_bytes(prompt, completion, cached, reasoning)
+    head = (
+        b'{"id":"chatcmpl-'
+        + app.new_id().encode()
+        + (b'","object":"chat.completion.chunk","created":' if call.stream else b'","object":"chat.completion","created":')
+        + str(int(time.time())).encode()
+        + b',"model":'
+        + encode(model)
+    )
 
     if not call.stream:
         if tool is not None:
-            message = {
-                "role": "assistant",
-                "content": None,
-                "tool_calls": [
-                    {
-                        "id": "call_" + app.new_id(),
-                        "type": "function",
-                        "function": {"name": name, "arguments": arguments},
-                    }
-                ],
-                "refusal": None,
-                "annotations": [],
-            }
-        else:
-            message = {"role": "assistant", "content": app.text(n_words), "refusal": None, "annotations": []}
-        body = {
-            "id": cid,
-            "object": "chat.completion",
-            "created": created,
-            "model": model,
-            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
-            "usage": wire_usage,
-            "service_tier": "default",
-            "system_fingerprint": FINGERPRINT,
-        }
-        return Reply(body=encode(body), usage=usage)
-
-    include_usage = _include_usage(data)
-    base = {
-        "id": cid,
-        "object": "chat.completion.chunk",
-        "created": created,
-        "model": model,
-        "service_tier": "default",
-        "system_fingerprint": FINGERPRINT,
-    }
-
-    def chunk(delta: dict, finish: str | None = None) -> bytes:
-        item = dict(base)
-        item["choices"] = [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
-        if include_usage:
-            item["usage"] = None
-        return sse(item)
-
-    if tool is not None:
-        events = [
-            chunk(
+            message = encode(
                 {
                     "role": "assistant",
                     "content": None,
                     "tool_calls": [
                         {
-                            "index": 0,
                             "id": "call_" + app.new_id(),
                             "type": "function",
-                            "function": {"name": name, "arguments": ""},
+                            "function": {"name": name, "arguments": arguments},
                         }
                     ],
                     "refusal": None,
+                    "annotations": [],
                 }
             )
+        else:
+            message = app.cached(("chat-message", n_words), lambda: encode(
+                {"role": "assistant", "content": app.text(n_words), "refusal": None, "annotations": []}
+            ))
+        body = b"".join(
+            (
+                head,
+                b',"choices":[{"index":0,"message":',
+                message,
+                _FINISH[finish],
+                b',"usage":',
+                usage_json,
+                _TAIL,
+                b"}",
+            )
+        )
+        return Reply(body=body, usage=usage)
+
+    include_usage = _include_usage(data)
+    prefix = b"data: " + head + _TAIL + b',"choices":[{"index":0,"delta":'
+    usage_null = b',"usage":null}\n\n' if include_usage else b"}\n\n"
+    middle = _FINISH[None] + usage_null
+    if tool is not None:
+        first = encode(
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "index": 0,
+                        "id": "call_" + app.new_id(),
+                        "type": "function",
+                        "function": {"name": name, "arguments": ""},
+                    }
+                ],
+                "refusal": None,
+            }
+        )
+        deltas = [first] + [
+            encode({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
+            for piece in split_pieces(arguments, app.config.stream_chunks or 4)
         ]
-        for piece in split_pieces(arguments, app.config.stream_chunks or 4):
-            events.append(chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}))
     else:
-        events = [chunk({"role": "assistant", "content": "", "refusal": None})]
-        for piece in app.pieces(n_words):
-            events.append(chunk({"content": piece}))
-    events.append(chunk({}, finish))
+        deltas = app.cached(
+            ("chat-deltas", n_words, app.config.stream_chunks),
+            lambda: [b'{"role":"assistant","content":"","refusal":null}']
+            + [encode({"content": piece}) for piece in app.pieces(n_words)],
+        )
+    events = [prefix + delta + middle for delta in deltas]
+    events.append(prefix + b"{}" + _FINISH[finish] + usage_null)
     if include_usage:
-        item = dict(base)
-        item["choices"] = []
-        item["usage"] = wire_usage
-        events.append(sse(item))
+        events.append(b"data: " + head + _TAIL + b',"choices":[],"usage":' + usage_json + b"}\n\n")
     events.append(SSE_DONE)
     # The client sees usage only when it asked for it; record what was reported.
     return Reply(events=events, usage=usage if include_usage else None)
@@ -503,6 +521,40 @@ def responses(app: MockApp, call: Call, data: dict[str, Any]) -> Reply:
     final = "response.incomplete" if truncated else "response.completed"
     emit(final, {"response": response_object(status, [item], True)})
     return Reply(events=events, usage=usage)
+
+
+# --- moderations (a plain pass-through target: no usage) ---------------------------------------------
+
+_MODERATION_CATEGORIES = (
+    "harassment",
+    "harassment/threatening",
+    "hate",
+    "hate/threatening",
+    "illicit",
+    "illicit/violent",
+    "self-harm",
+    "self-harm/intent",
+    "self-harm/instructions",
+    "sexual",
+    "sexual/minors",
+    "violence",
+    "violence/graphic",
+)
+
+
+def moderations(app: MockApp, call: Call, data: dict[str, Any]) -> Reply:
+    value = data.get("input")
+    if value is None:
+        raise ApiError(400, "Missing required parameter: 'input'.", param="input", code="missing_required_parameter")
+    count = len(value) if isinstance(value, list) and value and isinstance(value[0], str) else 1
+    result = {
+        "flagged": False,
+        "categories": dict.fromkeys(_MODERATION_CATEGORIES, False),
+        "category_scores": dict.fromkeys(_MODERATION_CATEGORIES, 0.0001),
+        "category_applied_input_types": {c: ["text"] for c in _MODERATION_CATEGORIES},
+    }
+    body = {"id": "modr-" + app.new_id(), "model": call.model, "results": [result] * count}
+    return Reply(body=encode(body))
 
 
 # --- models -----------------------------------------------------------------------------------------

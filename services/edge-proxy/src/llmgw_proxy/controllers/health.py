@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from litestar import Response, get
 from litestar.datastructures import State
 
@@ -25,7 +23,9 @@ async def readyz(state: State) -> Response:
     lookups_ok = False
     if nats_ok:
         keys = runtime.keys
-        lookups_ok = time.monotonic() - keys.last_answer < READY_WINDOW or await keys.probe()
+        lookups_ok = keys.answering(READY_WINDOW)
+        if lookups_ok is None:
+            lookups_ok = await keys.probe()
     ready = nats_ok and lookups_ok
     body = {
         "status": "ready" if ready else "not_ready",

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from llmgw_proxy.domain import errors
+from llmgw_proxy.domain.ids import new_id
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -61,7 +61,7 @@ class Incoming:
         if request_id is not None and 0 < len(request_id) <= 200:
             self.request_id = request_id.decode("latin-1")
         else:
-            self.request_id = uuid.uuid4().hex
+            self.request_id = new_id()
             self.client_request_id = False
         self.traceparent = traceparent.decode("latin-1") if traceparent else None
 

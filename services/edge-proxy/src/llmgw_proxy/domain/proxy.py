@@ -15,7 +15,6 @@ import logging
 import math
 import random
 import time
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,6 +24,7 @@ import msgspec
 from llmgw_common import pricing
 from llmgw_common.contract import UsageEvent, hash_secret
 from llmgw_proxy.domain import errors, routing
+from llmgw_proxy.domain.ids import new_id
 from llmgw_proxy.domain.auth.key_cache import KeyCache, KeyEntry
 from llmgw_proxy.domain.budgets import BudgetGuard
 from llmgw_proxy.domain.http import ClientGone, Incoming, read_body, send_bytes
@@ -589,7 +589,7 @@ class ProxyService:
         t0 = ctx.t0
         reservation = ctx.reservation
         event = UsageEvent(
-            event_id=uuid.uuid4().hex,
+            event_id=new_id(),
             request_id=ctx.inc.request_id,
             ts=ctx.ts,
             key_id=record.id,

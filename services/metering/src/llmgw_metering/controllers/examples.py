@@ -125,4 +125,6 @@ AUTH_ERRORS = {
         "cannot verify the token: key-service is not answering",
     ),
 }
-INVALID = {422: error_spec("Bad parameters", "invalid_request_error", "'from' is not an ISO 8601 date-time: 'yesterday'")}
+INVALID = {
+    422: error_spec("Bad parameters", "invalid_request_error", "'from' is not an ISO 8601 date-time: 'yesterday'")
+}

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
+from typing import Annotated
 
 from litestar import Controller, Response, delete, get, put
 from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from llmgw_metering.auth import require_admin, require_reader
 from llmgw_metering.controllers.examples import AUTH_ERRORS, INVALID, OVERRIDE_EXAMPLE, error_spec
@@ -65,7 +66,6 @@ class PriceOverrideController(Controller):
             ),
             **AUTH_ERRORS,
         },
-
     )
     async def list_overrides(self, state: State) -> Response:
         records = await repo.list_overrides(state.engine)
@@ -81,15 +81,19 @@ class PriceOverrideController(Controller):
             **NOT_FOUND,
             **AUTH_ERRORS,
         },
-
     )
     async def get_override(
-        self, state: State, model: str, provider: str | None = Parameter(default=None, description="provider scope")
+        self,
+        state: State,
+        model: FromPath[str],
+        provider: Annotated[str | None, QueryParameter(description="provider scope")] = None,
     ) -> Response:
         model = _model(model)
         record = await repo.get_override(state.engine, model, provider)
         if record is None:
-            raise ApiError(404, f"no price override for {model!r}" + (f" and provider {provider!r}" if provider else ""))
+            raise ApiError(
+                404, f"no price override for {model!r}" + (f" and provider {provider!r}" if provider else "")
+            )
         return json_response(_out(record))
 
     @put(
@@ -111,9 +115,8 @@ class PriceOverrideController(Controller):
             **INVALID,
             **AUTH_ERRORS,
         },
-
     )
-    async def put_override(self, state: State, model: str, data: PriceOverrideIn) -> Response:
+    async def put_override(self, state: State, model: FromPath[str], data: JSONBody[PriceOverrideIn]) -> Response:
         model = _model(model)
         provider = (data.provider or "").strip() or None
         record, created = await repo.upsert_override(
@@ -134,10 +137,12 @@ class PriceOverrideController(Controller):
         summary="Delete a price override",
         responses={**NOT_FOUND, **AUTH_ERRORS},
         status_code=204,
-
     )
     async def delete_override(
-        self, state: State, model: str, provider: str | None = Parameter(default=None, description="provider scope")
+        self,
+        state: State,
+        model: FromPath[str],
+        provider: Annotated[str | None, QueryParameter(description="provider scope")] = None,
     ) -> None:
         model = _model(model)
         if not await repo.delete_override(state.engine, model, provider):
@@ -172,17 +177,16 @@ class PriceQuoteController(Controller):
             **INVALID,
             **AUTH_ERRORS,
         },
-
     )
     async def quote(
         self,
         state: State,
-        provider: str,
-        model: str,
-        prompt_tokens: int = Parameter(default=0, ge=0),
-        cached_tokens: int = Parameter(default=0, ge=0),
-        cache_write_tokens: int = Parameter(default=0, ge=0),
-        completion_tokens: int = Parameter(default=0, ge=0),
+        provider: FromQuery[str],
+        model: FromQuery[str],
+        prompt_tokens: Annotated[int, QueryParameter(ge=0)] = 0,
+        cached_tokens: Annotated[int, QueryParameter(ge=0)] = 0,
+        cache_write_tokens: Annotated[int, QueryParameter(ge=0)] = 0,
+        completion_tokens: Annotated[int, QueryParameter(ge=0)] = 0,
     ) -> Response:
         await state.overrides.refresh_if_due()
         price = state.overrides.pricer.price(

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Annotated
 
 from litestar import Controller, Request, Response, get
 from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example
-from litestar.params import Parameter
+from litestar.params import FromPath, QueryParameter
 from litestar.response import Stream
 
 from llmgw_common.contract import budget_kv_key, budget_period_key
@@ -48,30 +49,35 @@ class UsageController(Controller):
             **INVALID,
             **AUTH_ERRORS,
         },
-
     )
     async def usage(
         self,
         request: Request,
         state: State,
-        group_by: str | None = Parameter(
-            default=None,
-            description="comma-separated: key, project, model, provider, hour, day, month",
-            examples=[Example(value="key,model,day")],
-        ),
-        from_: str | None = Parameter(
-            query="from", default=None, description="inclusive start, ISO 8601", examples=[Example(value="2026-11-01")]
-        ),
-        to: str | None = Parameter(
-            default=None, description="exclusive end, ISO 8601", examples=[Example(value="2026-12-01T00:00:00Z")]
-        ),
-        key_id: str | None = Parameter(default=None, description="only this key"),
-        project: str | None = Parameter(default=None, description="only this project"),
-        model: str | None = Parameter(default=None, description="only this (public) model name"),
-        provider: str | None = Parameter(default=None, description="only this provider"),
-        status: str | None = Parameter(default=None, description="ok, error or incomplete"),
-        percentiles: str | None = Parameter(default=None, description="false: skip latency/ttfb percentiles"),
-        format_: str | None = Parameter(query="format", default=None, description="json (default) or csv"),
+        group_by: Annotated[
+            str | None,
+            QueryParameter(
+                description="comma-separated: key, project, model, provider, hour, day, month",
+                examples=[Example(value="key,model,day")],
+            ),
+        ] = None,
+        from_: Annotated[
+            str | None,
+            QueryParameter(
+                name="from", description="inclusive start, ISO 8601", examples=[Example(value="2026-11-01")]
+            ),
+        ] = None,
+        to: Annotated[
+            str | None,
+            QueryParameter(description="exclusive end, ISO 8601", examples=[Example(value="2026-12-01T00:00:00Z")]),
+        ] = None,
+        key_id: Annotated[str | None, QueryParameter(description="only this key")] = None,
+        project: Annotated[str | None, QueryParameter(description="only this project")] = None,
+        model: Annotated[str | None, QueryParameter(description="only this (public) model name")] = None,
+        provider: Annotated[str | None, QueryParameter(description="only this provider")] = None,
+        status: Annotated[str | None, QueryParameter(description="ok, error or incomplete")] = None,
+        percentiles: Annotated[str | None, QueryParameter(description="false: skip latency/ttfb percentiles")] = None,
+        format_: Annotated[str | None, QueryParameter(name="format", description="json (default) or csv")] = None,
     ) -> Response:
         params = _params(request)
         query = uq.parse_usage_query(params)
@@ -102,23 +108,24 @@ class UsageController(Controller):
                 data_container=EventsResponse,
                 description="One page of events",
                 generate_examples=False,
-                examples=[Example(summary="a page", value={"data": [EVENT_EXAMPLE], "next_cursor": "WyIyMDI2LTExLTIz..."})],
+                examples=[
+                    Example(summary="a page", value={"data": [EVENT_EXAMPLE], "next_cursor": "WyIyMDI2LTExLTIz..."})
+                ],
             ),
             **INVALID,
             **AUTH_ERRORS,
         },
-
     )
     async def events(
         self,
         request: Request,
         state: State,
-        key_id: str | None = Parameter(default=None, description="only this key"),
-        limit: str | None = Parameter(default=None, description="1..1000, default 100"),
-        cursor: str | None = Parameter(default=None, description="next_cursor of the previous page"),
-        from_: str | None = Parameter(query="from", default=None, description="inclusive start, ISO 8601"),
-        to: str | None = Parameter(default=None, description="exclusive end, ISO 8601"),
-        order: str | None = Parameter(default=None, description="desc (default) or asc"),
+        key_id: Annotated[str | None, QueryParameter(description="only this key")] = None,
+        limit: Annotated[str | None, QueryParameter(description="1..1000, default 100")] = None,
+        cursor: Annotated[str | None, QueryParameter(description="next_cursor of the previous page")] = None,
+        from_: Annotated[str | None, QueryParameter(name="from", description="inclusive start, ISO 8601")] = None,
+        to: Annotated[str | None, QueryParameter(description="exclusive end, ISO 8601")] = None,
+        order: Annotated[str | None, QueryParameter(description="desc (default) or asc")] = None,
     ) -> Response:
         query = uq.parse_events_query(_params(request))
         data, next_cursor = await uq.list_events(state.engine, query, state.settings.metering_query_timeout_seconds)
@@ -142,13 +149,14 @@ class UsageController(Controller):
             **INVALID,
             **AUTH_ERRORS,
         },
-
     )
     async def key_usage(
         self,
         state: State,
-        key_id: str,
-        period: str | None = Parameter(default=None, description="daily, weekly or monthly (default: detected)"),
+        key_id: FromPath[str],
+        period: Annotated[
+            str | None, QueryParameter(description="daily, weekly or monthly (default: detected)")
+        ] = None,
     ) -> Response:
         if period is not None and period not in ("daily", "weekly", "monthly"):
             raise invalid("'period' must be daily, weekly or monthly")
@@ -173,7 +181,11 @@ class UsageController(Controller):
                 try:
                     entry, revision = await read_state(kv, budget_kv_key(key_id, current))
                     if entry is not None:
-                        kv_state = {"spend_usd": entry.spend_usd, "reserved_usd": entry.reserved_usd, "revision": revision}
+                        kv_state = {
+                            "spend_usd": entry.spend_usd,
+                            "reserved_usd": entry.reserved_usd,
+                            "revision": revision,
+                        }
                 except Exception:  # noqa: BLE001 - NATS away: the ledger figure still answers
                     kv_state = None
             budget = {"period": kind, "period_key": current, **spend, "kv": kv_state}

@@ -47,9 +47,7 @@ async def budget_bucket(js: JetStreamContext) -> KeyValue:
     except NotFoundError:
         pass
     try:
-        return await js.create_key_value(
-            KeyValueConfig(bucket=KV_BUCKET_BUDGET, history=1, storage=StorageType.FILE)
-        )
+        return await js.create_key_value(KeyValueConfig(bucket=KV_BUCKET_BUDGET, history=1, storage=StorageType.FILE))
     except BadRequestError:
         # created concurrently (by a proxy or another replica) with a slightly different config
         return await js.key_value(KV_BUCKET_BUDGET)
@@ -190,7 +188,7 @@ class BudgetSync:
             states = await _bounded_gather(read_state(kv, kv_key) for _, (kv_key, _) in items)
             truth = await self._truth([k for k, _ in items])
 
-            async def write(k, kv_key: str, reserved: float, state: BudgetState | None, revision: int):
+            async def write(k, kv_key: str, reserved: float, state: BudgetState | None, revision: int, truth=truth):
                 old_reserved = state.reserved_usd if state else 0.0
                 new = BudgetState(spend_usd=truth.get(k, 0.0), reserved_usd=max(0.0, round(old_reserved - reserved, 9)))
                 if state is not None and new.spend_usd == state.spend_usd and new.reserved_usd == state.reserved_usd:
@@ -207,7 +205,7 @@ class BudgetSync:
                 return None
 
             lost = await _bounded_gather(
-                write(k, kv_key, reserved, *state) for (k, (kv_key, reserved)), state in zip(items, states)
+                write(k, kv_key, reserved, *state) for (k, (kv_key, reserved)), state in zip(items, states, strict=True)
             )
             todo = {k: todo[k] for k in lost if k is not None}
         raise RuntimeError(f"budget: {len(todo)} entries still conflicting after {MAX_CAS_ATTEMPTS} attempts")

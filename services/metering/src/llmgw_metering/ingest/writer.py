@@ -35,7 +35,14 @@ CREATE TEMP TABLE IF NOT EXISTS {STAGING} (
 ) ON COMMIT DELETE ROWS
 """
 
-_TOKENS = ("prompt_tokens", "cached_tokens", "cache_write_tokens", "completion_tokens", "reasoning_tokens", "total_tokens")
+_TOKENS = (
+    "prompt_tokens",
+    "cached_tokens",
+    "cache_write_tokens",
+    "completion_tokens",
+    "reasoning_tokens",
+    "total_tokens",
+)
 _DIMS = "key_id, project, model, provider, status"
 
 
@@ -119,6 +126,9 @@ def _classify(exc: BaseException) -> BaseException:
         return _MissingPartition(str(exc))
     if isinstance(exc, (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)):
         return _Poison(str(exc))
+    if isinstance(exc, (ValueError, TypeError, ArithmeticError)) and not isinstance(exc, asyncpg.PostgresError):
+        # a value the driver cannot encode: deterministic for that row, so it is isolated like a data error
+        return _Poison(f"{type(exc).__name__}: {exc}")
     if isinstance(exc, (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)):
         return TransientDbError("conflict", exc)
     if isinstance(exc, (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)):

@@ -256,7 +256,8 @@ def build_usage_sql(query: UsageQuery) -> tuple[str, dict, str]:
     agg = f"SELECT {', '.join(agg_select)} FROM metering.{source} {where(roll_time)} {group_by_clause}"
     if not query.percentiles:
         return f"SELECT * FROM ({agg}) q {order}", params, source
-    pct_sql = f"SELECT {', '.join([*group_exprs(raw_time), pct])} FROM metering.usage_events {where(raw_time)} {group_by_clause}"
+    pct_select = ", ".join([*group_exprs(raw_time), pct])
+    pct_sql = f"SELECT {pct_select} FROM metering.usage_events {where(raw_time)} {group_by_clause}"
     join = " AND ".join(f"q.{f} = p.{f}" for f in fields) or "TRUE"
     sql = f"WITH q AS ({agg}), p AS ({pct_sql}) SELECT q.*, p.lat, p.ttfb FROM q LEFT JOIN p ON {join} {order}"
     return sql, params, source
@@ -309,7 +310,9 @@ def _csv_value(value) -> str:
     return str(value)
 
 
-async def usage_csv(engine: AsyncEngine, query: UsageQuery, timeout: float, chunk_rows: int = 1000) -> AsyncIterator[bytes]:
+async def usage_csv(
+    engine: AsyncEngine, query: UsageQuery, timeout: float, chunk_rows: int = 1000
+) -> AsyncIterator[bytes]:
     """Streams the CSV export from a server-side cursor, ``chunk_rows`` rows at a time."""
     sql, params, _ = build_usage_sql(query)
     columns = query.columns
@@ -466,9 +469,7 @@ async def key_totals(engine: AsyncEngine, key_id: str) -> dict:
         ).scalar()
         latest_period = (
             await conn.execute(
-                text(
-                    "SELECT period_key FROM metering.budget_spend WHERE key_id = :k ORDER BY updated_at DESC LIMIT 1"
-                ),
+                text("SELECT period_key FROM metering.budget_spend WHERE key_id = :k ORDER BY updated_at DESC LIMIT 1"),
                 {"k": key_id},
             )
         ).scalar()

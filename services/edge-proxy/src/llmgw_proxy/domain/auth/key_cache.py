@@ -112,8 +112,9 @@ class KeyCache:
         self._background: set[asyncio.Task] = set()
         self._generation = 0
         self._down_until = 0.0
-        #: monotonic time of the last lookup key-service answered (readiness)
+        #: monotonic times of the last lookup key-service answered / failed to answer (readiness)
         self.last_answer = 0.0
+        self.last_failure = 0.0
         self._encode = msgspec.json.Encoder().encode
 
     def __len__(self) -> int:
@@ -192,13 +193,15 @@ class KeyCache:
 
     async def _request(self, key_hash: str) -> contract.KeyLookupReply:
         if not self._connected():
-            self._down_until = time.monotonic() + DOWN_BACKOFF
+            self.last_failure = time.monotonic()
+            self._down_until = self.last_failure + DOWN_BACKOFF
             raise KeyServiceUnavailable("nats not connected")
         payload = self._encode(contract.KeyLookupRequest(key_hash=key_hash))
         try:
             msg = await self.nc.request(contract.SUBJECT_KEY_LOOKUP, payload, timeout=self.timeout)
         except (NatsError, asyncio.TimeoutError, OSError) as exc:
-            self._down_until = time.monotonic() + DOWN_BACKOFF
+            self.last_failure = time.monotonic()
+            self._down_until = self.last_failure + DOWN_BACKOFF
             log.warning("key lookup failed: %s", type(exc).__name__)
             raise KeyServiceUnavailable(type(exc).__name__) from None
         try:
@@ -229,6 +232,12 @@ class KeyCache:
             if len(self._entries) > self.size:
                 self._entries.popitem(last=False)
         return entry
+
+    def answering(self, window: float) -> bool | None:
+        """True/False from recent lookups, None when a probe is needed to tell."""
+        if self.last_failure > self.last_answer:
+            return None
+        return True if time.monotonic() - self.last_answer < window else None
 
     async def probe(self) -> bool:
         """One lookup round trip (readiness); True when key-service answered."""

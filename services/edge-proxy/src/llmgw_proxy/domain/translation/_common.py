@@ -5,8 +5,6 @@ Everything here is pure (no I/O, no module state beyond immutable constants).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import re
 from typing import Any
@@ -22,11 +20,6 @@ _decode = msgspec.json.decode
 def dumps(value: Any) -> str:
     """Compact JSON text (UTF-8, no spaces), as providers send it."""
     return _encoder.encode(value).decode()
-
-
-def dumpb(value: Any) -> bytes:
-    """Compact JSON bytes."""
-    return _encoder.encode(value)
 
 
 def loads(data: bytes | str) -> Any:
@@ -70,20 +63,17 @@ class SSEDecoder:
 
 def _parse_event(raw: bytes) -> tuple[str | None, bytes] | None:
     name: str | None = None
-    data: list[bytes] = []
+    data: bytes | None = None
     for line in raw.split(b"\n"):
-        if not line or line.startswith(b":"):
-            continue
-        field, _, value = line.partition(b":")
-        if value.startswith(b" "):
-            value = value[1:]
-        if field == b"data":
-            data.append(value)
-        elif field == b"event":
-            name = value.decode("utf-8", "replace")
-    if not data:
+        if line[:5] == b"data:":
+            value = line[6:] if line[5:6] == b" " else line[5:]
+            data = value if data is None else data + b"\n" + value
+        elif line[:6] == b"event:":
+            name = line[6:].strip().decode("utf-8", "replace")
+        # comments (":...") and other fields (id, retry) are ignored
+    if data is None:
         return None
-    return name, data[0] if len(data) == 1 else b"\n".join(data)
+    return name, data
 
 
 def sse_data(payload: Any) -> bytes:
@@ -146,14 +136,6 @@ def parse_data_url(url: str, param: str) -> tuple[str, str]:
     if media_type == "image/jpg":
         media_type = "image/jpeg"
     return media_type, data
-
-
-def is_valid_base64(data: str) -> bool:
-    try:
-        base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
-        return False
-    return True
 
 
 # --- usage ------------------------------------------------------------------------------------------
