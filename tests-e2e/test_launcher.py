@@ -50,8 +50,10 @@ class LauncherRun:
 
     def wait_for(self, pattern: str, timeout: float) -> re.Match:
         def found():
-            assert self.process.poll() is None or re.search(pattern, self.output()), self.output()[-3000:]
-            return re.search(pattern, self.output())
+            match = re.search(pattern, self.output())
+            if not match and self.process.poll() is not None:
+                raise RuntimeError(f"launcher exited ({self.process.returncode}):\n{self.output()[-3000:]}")
+            return match
 
         return eventually(found, timeout=timeout, interval=0.2, what=f"launcher output {pattern!r}")
 
@@ -95,8 +97,11 @@ def test_run_command_serves_supervises_and_stops_cleanly(tmp_path):
         def metering_healthy():
             import urllib.request
 
-            with urllib.request.urlopen(f"http://127.0.0.1:{run.ports['metering']}/healthz", timeout=1) as r:
-                return r.status == 200
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{run.ports['metering']}/healthz", timeout=1) as r:
+                    return r.status == 200
+            except OSError:
+                return False
 
         eventually(metering_healthy, timeout=30, interval=0.2, what="metering back after restart")
         pids = run.pids()

@@ -8,12 +8,14 @@ import os
 import stat
 import sys
 
+import nats
 import pytest
 from cryptography.fernet import Fernet, InvalidToken
 from litestar.testing import AsyncTestClient
 from sqlalchemy import text
 
-from conftest import ADMIN_TOKEN, auth, lookup, make_settings
+from conftest import ADMIN_TOKEN, auth, lookup, make_settings, wait_until
+from llmgw_common import contract
 from llmgw_common.contract import hash_secret
 from llmgw_keys.app import create_app
 from llmgw_keys.crypto import EncryptionKeyError, build_cipher
@@ -179,7 +181,7 @@ async def test_routes_are_seeded_from_yaml_once(make_database, nats_url, tmp_pat
         assert (await client.get("/v1/routes")).json() == {"data": [expected[1]], "source": "configured"}
 
 
-async def test_invalid_routes_file_stops_startup(make_database, nats_url, tmp_path):
+async def test_invalid_routes_file_stops_startup(make_database, nats_url, tmp_path, nc):
     url = make_database("badseed")
     from llmgw_keys.migrate import migrate
 
@@ -190,6 +192,18 @@ async def test_invalid_routes_file_stops_startup(make_database, nats_url, tmp_pa
         async with AsyncTestClient(create_app(make_settings(url, nats_url, tmp_path, routes_file=routes_file))):
             pass
     assert "routes.yaml" in "".join(str(e) for e in flatten(info.value))
+
+    # ...and leaves nothing behind: no zombie subscriber in the lookup queue group
+    async def no_responders():
+        try:
+            await nc.request(contract.SUBJECT_KEY_LOOKUP, b"{}", timeout=0.5)
+        except nats.errors.NoRespondersError:
+            return True
+        except nats.errors.TimeoutError:
+            return False
+        return False
+
+    await wait_until(no_responders, timeout=5, what="the failed start to release its NATS subscriptions")
 
 
 def flatten(exc: BaseException) -> list[BaseException]:

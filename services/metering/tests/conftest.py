@@ -7,9 +7,12 @@ key ids so they do not see each other's events.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
+import httpx
 import pytest
 import pytest_asyncio
-from litestar.testing import AsyncTestClient
 
 from helpers import ADMIN_TOKEN
 from llmgw_common.contract import CONSUMER_METERING, KV_BUCKET_BUDGET, STREAM_DEAD_LETTER, STREAM_USAGE
@@ -75,10 +78,49 @@ async def nc(nats_url):
     await client.close()
 
 
+class AppClient(httpx.AsyncClient):
+    """An HTTP client bound to the app, in the test's own event loop (so NATS stubs, the ingest
+    pipeline and the test share one loop; Litestar's AsyncTestClient would run the app in a
+    separate thread)."""
+
+    def __init__(self, app):
+        super().__init__(transport=httpx.ASGITransport(app=app), base_url="http://metering.test", timeout=30)
+        self.app = app
+
+
+@contextlib.asynccontextmanager
+async def running_app(settings: Settings):
+    """The whole app: lifespan (NATS, DB, consumer, budget sync) plus a client for its REST API."""
+    app = create_app(settings)
+    started, stop = asyncio.Event(), asyncio.Event()
+    failure: list[BaseException] = []
+
+    async def lifespan() -> None:
+        # one task enters and exits the lifespan (anyio task groups insist on it)
+        try:
+            async with app.lifespan():
+                started.set()
+                await stop.wait()
+        except BaseException as exc:
+            failure.append(exc)
+            started.set()
+            raise
+
+    task = asyncio.create_task(lifespan())
+    await started.wait()
+    if failure:
+        raise failure[0]
+    try:
+        async with AppClient(app) as http:
+            yield http
+    finally:
+        stop.set()
+        await task
+
+
 @pytest_asyncio.fixture(scope="module")
 async def client(migrated, nats_url):
     """The metering app (REST + ingest) running on the module's database."""
     await reset_jetstream(nats_url)
-    app = create_app(migrated)
-    async with AsyncTestClient(app, timeout=30) as test_client:
-        yield test_client
+    async with running_app(migrated) as http:
+        yield http

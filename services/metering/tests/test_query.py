@@ -38,7 +38,7 @@ def _dataset():
     keys = [new_key(), new_key()]
     projects = ["proj-" + keys[0][-4:], "proj-" + keys[1][-4:]]
     events = []
-    for i in range(240):
+    for _ in range(240):
         provider, model = MODELS[rnd.randrange(3)]
         k = rnd.randrange(2)
         ts = BASE + timedelta(
@@ -148,7 +148,7 @@ def assert_rows_equal(actual: list[dict], wanted: list[dict], context: str) -> N
                 if value is None:
                     assert got[name] is None, (context, name)
                 else:
-                    assert got[name] == pytest.approx(value, abs=0.002), (context, name)
+                    assert float(got[name]) == pytest.approx(value, abs=0.002), (context, name)
             else:
                 assert got[name] == value, (context, name, got, exp)
 

@@ -75,12 +75,13 @@ class EmbeddedPostgres:
         self._user = _prepare_for_unprivileged_user(self.data_dir, self.bin_dir)
         if (self.data_dir / "PG_VERSION").exists():
             return
-        subprocess.run(
+        result = subprocess.run(
             [str(self.bin_dir / "initdb"), "-D", str(self.data_dir), "--auth=trust", "--encoding=utf8", "-U", "postgres"],
-            check=True,
             capture_output=True,
             user=self._user,
         )
+        if result.returncode != 0:
+            raise RuntimeError(f"initdb failed: {result.stderr.decode(errors='replace').strip()}")
 
     def start(self, timeout: float = 30) -> None:
         self._initdb()

@@ -74,3 +74,21 @@ def test_non_json_or_odd_bodies(body) -> None:
     assert o["error"]["type"] == "server_error" and o["error"]["message"]
     if isinstance(body, bytes) and body.startswith(b"<html>"):
         assert a["error"]["message"] == "<html>Bad Gateway</html>"
+
+
+def test_translation_bundles_answer_in_the_callers_dialect() -> None:
+    from llmgw_proxy.domain.translation import (
+        ANTHROPIC_CALLER_TO_OPENAI,
+        OPENAI_CALLER_TO_ANTHROPIC,
+        TranslationError,
+    )
+
+    exc = TranslationError("top_k", "no equivalent")
+    assert OPENAI_CALLER_TO_ANTHROPIC.error_body(exc)["error"]["param"] == "top_k"
+    assert ANTHROPIC_CALLER_TO_OPENAI.error_body(exc)["type"] == "error"
+    assert dict(OPENAI_CALLER_TO_ANTHROPIC.upstream_headers)["anthropic-version"] == "2023-06-01"
+    assert (OPENAI_CALLER_TO_ANTHROPIC.upstream_path, ANTHROPIC_CALLER_TO_OPENAI.upstream_path) == ("/v1/messages", "/v1/chat/completions")
+    assert OPENAI_CALLER_TO_ANTHROPIC.upstream_error(529, anthropic_error("overloaded_error"))["error"]["code"] == "overloaded"
+    stream = OPENAI_CALLER_TO_ANTHROPIC.new_stream("gpt-4o", True)
+    assert stream.feed(b"") == b"" and not stream.done
+    assert ANTHROPIC_CALLER_TO_OPENAI.new_stream("claude", False).close().startswith(b"event: error")

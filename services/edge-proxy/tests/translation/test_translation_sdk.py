@@ -23,15 +23,12 @@ from translation_golden import ANTHROPIC_TOOL_STREAM, OPENAI_TOOL_STREAM
 from translation_helpers import Answer, SDKServer, split_every
 
 from llmgw_proxy.domain.translation import (
-    AnthropicToOpenAIStream,
-    OpenAIToAnthropicStream,
+    ANTHROPIC_CALLER_TO_OPENAI,
+    ANTHROPIC_VERSION,
+    OPENAI_CALLER_TO_ANTHROPIC,
+    StreamTranslator,
+    Translation,
     TranslationError,
-    anthropic_error_to_openai,
-    anthropic_request_to_openai_chat,
-    anthropic_response_to_openai_chat,
-    openai_chat_request_to_anthropic,
-    openai_chat_response_to_anthropic,
-    openai_error_to_anthropic,
 )
 
 ANTHROPIC_UPSTREAM_MODEL = "claude-sonnet-4-5-20250929"
@@ -59,39 +56,32 @@ Upstream = Callable[[str, dict[str, Any]], tuple[int, bytes]]
 
 def translating_gateway(upstream: Upstream, piece_size: int = 7) -> Callable[[str, dict[str, Any], dict[str, str]], Answer]:
     """A handler for SDKServer doing what the proxy does on a translation path."""
+    routes: dict[str, tuple[Translation, str]] = {
+        "/v1/chat/completions": (OPENAI_CALLER_TO_ANTHROPIC, ANTHROPIC_UPSTREAM_MODEL),
+        "/v1/messages": (ANTHROPIC_CALLER_TO_OPENAI, OPENAI_UPSTREAM_MODEL),
+    }
 
     def handle(path: str, body: dict[str, Any], headers: dict[str, str]) -> Answer:
+        if path not in routes:
+            return Answer(404, JSON, [b'{"error": {"message": "no route"}}'])
+        translation, upstream_model = routes[path]
         requested = body.get("model", "")
-        if path == "/v1/chat/completions":  # OpenAI caller, Anthropic upstream
-            try:
-                upstream_body = openai_chat_request_to_anthropic(body, ANTHROPIC_UPSTREAM_MODEL)
-            except TranslationError as exc:
-                return Answer(400, JSON, [json.dumps(exc.openai_body()).encode()])
-            status, raw = upstream("/v1/messages", upstream_body)
-            if status != 200:
-                return Answer(status, JSON, [json.dumps(anthropic_error_to_openai(status, raw)).encode()])
-            if body.get("stream"):
-                include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-                stream = AnthropicToOpenAIStream(requested, include_usage)
-                return Answer(200, SSE, _relay(stream, raw, piece_size))
-            return Answer(200, JSON, [json.dumps(anthropic_response_to_openai_chat(json.loads(raw), requested)).encode()])
-        if path == "/v1/messages":  # Anthropic caller, OpenAI upstream
-            try:
-                upstream_body = anthropic_request_to_openai_chat(body, OPENAI_UPSTREAM_MODEL)
-            except TranslationError as exc:
-                return Answer(400, JSON, [json.dumps(exc.anthropic_body()).encode()])
-            status, raw = upstream("/v1/chat/completions", upstream_body)
-            if status != 200:
-                return Answer(status, JSON, [json.dumps(openai_error_to_anthropic(status, raw)).encode()])
-            if body.get("stream"):
-                return Answer(200, SSE, _relay(OpenAIToAnthropicStream(requested), raw, piece_size))
-            return Answer(200, JSON, [json.dumps(openai_chat_response_to_anthropic(json.loads(raw), requested)).encode()])
-        return Answer(404, JSON, [b'{"error": {"message": "no route"}}'])
+        try:
+            upstream_body = translation.request(body, upstream_model)
+        except TranslationError as exc:
+            return Answer(exc.status, JSON, [json.dumps(translation.error_body(exc)).encode()])
+        status, raw = upstream(translation.upstream_path, upstream_body)
+        if status != 200:
+            return Answer(status, JSON, [json.dumps(translation.upstream_error(status, raw)).encode()])
+        if body.get("stream"):
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            return Answer(200, SSE, _relay(translation.new_stream(requested, include_usage), raw, piece_size))
+        return Answer(200, JSON, [json.dumps(translation.response(json.loads(raw), requested)).encode()])
 
     return handle
 
 
-def _relay(stream: AnthropicToOpenAIStream | OpenAIToAnthropicStream, raw: bytes, size: int) -> Iterator[bytes]:
+def _relay(stream: StreamTranslator, raw: bytes, size: int) -> Iterator[bytes]:
     for piece in split_every(raw, size):
         yield stream.feed(piece)
     yield stream.close()
@@ -119,7 +109,7 @@ def via_mock_provider(mock_provider) -> Upstream:
     async def call(path: str, translated: dict[str, Any]) -> tuple[int, bytes]:
         transport = httpx.ASGITransport(app=mock_provider)
         async with httpx.AsyncClient(transport=transport, base_url="http://mock") as client:
-            headers = {"anthropic-version": "2023-06-01"} if path == "/v1/messages" else {}
+            headers = {"anthropic-version": ANTHROPIC_VERSION} if path == "/v1/messages" else {}
             response = await client.post(path, json=translated, headers=headers)
             return response.status_code, response.content
 

@@ -44,10 +44,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         app.state.runtime = runtime
-        await runtime.start()
         try:
+            await runtime.start()
             yield
         finally:
+            # Also after a failed start: a NATS connection left open would keep its queue-group
+            # subscription and swallow a share of the lookups.
             await runtime.stop()
 
     admin_api = Router(

@@ -81,10 +81,11 @@ class Runtime:
         await ensure_streams(self.js, contract.STREAM_KEY_EVENTS)
         self.publisher.attach(self.nc, self.js)
 
+        # Seed before answering lookups: a bad routes file stops the start before we serve anything.
+        await routes.seed_from_file(self)
+
         self.responder = lookup.Responder(self)
         await self.responder.subscribe()
-
-        await routes.seed_from_file(self)
 
         self._tasks = [
             asyncio.create_task(self.publisher.retry_loop(settings.keys_outbox_retry_seconds), name="outbox-retry"),

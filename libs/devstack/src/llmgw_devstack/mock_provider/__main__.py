@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> None:
         access_log=False,
         log_level=args.log_level,
         timeout_graceful_shutdown=2,
+        timeout_keep_alive=75,  # longer than client pools keep idle connections (no reuse races)
     )
 
 

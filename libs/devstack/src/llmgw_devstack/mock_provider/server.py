@@ -126,6 +126,7 @@ class MockProviderServer(_MockControl):
             access_log=False,
             log_level="warning",
             timeout_graceful_shutdown=2,
+            timeout_keep_alive=75,  # longer than client pools keep idle connections (no reuse races)
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(

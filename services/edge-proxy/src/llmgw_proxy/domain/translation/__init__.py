@@ -34,6 +34,12 @@ Errors (:mod:`.errors`)
     ``anthropic_error_to_openai(status, body) -> dict`` — upstream error bodies (dict, bytes, str
         or None) in the caller's dialect; the HTTP status is kept.
 
+Per-direction bundles (:mod:`.translators`), for the proxy's ``(caller dialect, provider kind)`` table
+    ``OPENAI_CALLER_TO_ANTHROPIC``, ``ANTHROPIC_CALLER_TO_OPENAI``: frozen :class:`Translation`
+        objects with ``caller``, ``upstream``, ``upstream_path`` (``/v1/messages`` /
+        ``/v1/chat/completions``), ``upstream_headers``, ``request``, ``response``,
+        ``new_stream(requested_model, include_usage)``, ``upstream_error`` and ``error_body(exc)``.
+
 Helpers
     ``anthropic_stop_reason_to_openai(stop_reason) -> str``,
     ``openai_finish_reason_to_anthropic(finish_reason) -> str``.
@@ -65,9 +71,21 @@ from llmgw_proxy.domain.translation.openai_caller import (
     anthropic_response_to_openai_chat,
     openai_chat_request_to_anthropic,
 )
+from llmgw_proxy.domain.translation.translators import (
+    ANTHROPIC_CALLER_TO_OPENAI,
+    ANTHROPIC_VERSION,
+    OPENAI_CALLER_TO_ANTHROPIC,
+    StreamTranslator,
+    Translation,
+)
 
 __all__ = [
+    "ANTHROPIC_CALLER_TO_OPENAI",
+    "ANTHROPIC_VERSION",
     "DEFAULT_MAX_TOKENS",
+    "OPENAI_CALLER_TO_ANTHROPIC",
+    "StreamTranslator",
+    "Translation",
     "AnthropicToOpenAIStream",
     "OpenAIToAnthropicStream",
     "TranslationError",

@@ -27,7 +27,16 @@ from llmgw_proxy.domain.translation.openai_caller import (
     openai_chat_request_to_anthropic,
 )
 
-__all__ = ["ANTHROPIC_CALLER_TO_OPENAI", "OPENAI_CALLER_TO_ANTHROPIC", "StreamTranslator", "Translation"]
+__all__ = [
+    "ANTHROPIC_CALLER_TO_OPENAI",
+    "ANTHROPIC_VERSION",
+    "OPENAI_CALLER_TO_ANTHROPIC",
+    "StreamTranslator",
+    "Translation",
+]
+
+#: ``anthropic-version`` sent with translated requests (the Messages API version this module targets).
+ANTHROPIC_VERSION = "2023-06-01"
 
 
 class StreamTranslator(Protocol):
@@ -51,8 +60,11 @@ class StreamTranslator(Protocol):
 class Translation:
     """A translation path: ``caller`` dialect in, ``upstream`` dialect to the provider.
 
-    - ``upstream_path``: where the translated request goes (relative to the provider's API root:
-      ``/v1/messages`` for Anthropic, ``/chat/completions`` under an OpenAI base URL that ends in ``/v1``).
+    - ``upstream_path``: where the translated request goes, as a full ``/v1/...`` path (the proxy's
+      ``upstream_url`` drops the ``/v1`` an OpenAI base URL ends with).
+    - ``upstream_headers``: headers the translated request needs (``anthropic-version`` towards
+      Anthropic, since an OpenAI client does not send it). Towards OpenAI, drop the caller's
+      ``anthropic-version`` / ``anthropic-beta``.
     - ``request(body, upstream_model) -> dict`` raises :class:`TranslationError` (answer 400 with
       :meth:`error_body`).
     - ``response(body, requested_model) -> dict``.
@@ -65,6 +77,7 @@ class Translation:
     caller: Literal["openai", "anthropic"]
     upstream: Literal["openai", "anthropic"]
     upstream_path: str
+    upstream_headers: tuple[tuple[str, str], ...]
     request: Callable[[dict[str, Any], str], dict[str, Any]]
     response: Callable[[dict[str, Any], str], dict[str, Any]]
     new_stream: Callable[[str, bool], StreamTranslator]
@@ -88,6 +101,7 @@ OPENAI_CALLER_TO_ANTHROPIC = Translation(
     caller="openai",
     upstream="anthropic",
     upstream_path="/v1/messages",
+    upstream_headers=(("anthropic-version", ANTHROPIC_VERSION),),
     request=openai_chat_request_to_anthropic,
     response=anthropic_response_to_openai_chat,
     new_stream=_openai_stream,
@@ -98,7 +112,8 @@ OPENAI_CALLER_TO_ANTHROPIC = Translation(
 ANTHROPIC_CALLER_TO_OPENAI = Translation(
     caller="anthropic",
     upstream="openai",
-    upstream_path="/chat/completions",
+    upstream_path="/v1/chat/completions",
+    upstream_headers=(),
     request=anthropic_request_to_openai_chat,
     response=openai_chat_response_to_anthropic,
     new_stream=_anthropic_stream,
