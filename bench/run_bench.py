@@ -201,9 +201,14 @@ class Bench:
             stack.start()
         except Exception as error:  # noqa: BLE001
             tails = "; ".join(f"{n}: {stack.log(n)[-300:]!r}" for n in stack.children)
-            reason = f"services did not start: {error}"
+            reason = f"services did not start: {str(error).split(' (log:')[0]}"
+            for name, child in stack.children.items():
+                last = [ln for ln in stack.log(name).splitlines() if ln.strip()][-1:]
+                if not child.alive() and last:
+                    reason += f" ({name}: {last[0].strip()[:200]})"
             self.results["columns"]["llmgw"] = {"unavailable": reason}
             self.results["keys"] = {"unavailable": reason}
+            self.results["profile"] = {"unavailable": reason}
             say(f"llmgw column: {reason}\n{tails}")
             return
         created = stack.create_key(name="bench", project="bench")

@@ -15,8 +15,8 @@ import nats
 import pytest
 from cryptography.fernet import Fernet
 from litestar.testing import AsyncTestClient
-
 from llmgw_common import contract
+
 from llmgw_keys.app import create_app
 from llmgw_keys.migrate import migrate
 from llmgw_keys.settings import Settings
@@ -150,7 +150,9 @@ async def db(settings):
 
 @pytest.fixture(scope="module")
 async def nc(nats_url):
-    connection = await nats.connect(nats_url, name="key-service-tests")
+    connection = await nats.connect(
+        nats_url, name="key-service-tests", reconnect_time_wait=0.2, max_reconnect_attempts=-1
+    )
     yield connection
     await connection.close()
 
@@ -166,8 +168,7 @@ class EventCollector:
 
     def matching(self, action: str | None = None, key_id: str | None = None) -> list[contract.KeyChanged]:
         return [
-            e for e in self.events
-            if (action is None or e.action == action) and (key_id is None or e.key_id == key_id)
+            e for e in self.events if (action is None or e.action == action) and (key_id is None or e.key_id == key_id)
         ]
 
     async def wait_for(self, action: str, key_id: str | None = None, timeout: float = 5.0) -> contract.KeyChanged:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import select
-
 from conftest import ADMIN_TOKEN, auth
 from llmgw_common.contract import hash_secret
+from sqlalchemy import select
+
 from llmgw_keys.models import AdminToken
 
 ADMIN_ROUTES = [
@@ -60,7 +60,14 @@ async def test_missing_token_is_401(client, some_key, method, path, body):
 
 @pytest.mark.parametrize(
     "header",
-    ["Bearer wrong", "Bearer " + ADMIN_TOKEN + "x", "Basic " + ADMIN_TOKEN, ADMIN_TOKEN, "Bearer ", "Bearer é-unicode".encode()],
+    [
+        "Bearer wrong",
+        "Bearer " + ADMIN_TOKEN + "x",
+        "Basic " + ADMIN_TOKEN,
+        ADMIN_TOKEN,
+        "Bearer ",
+        "Bearer é-unicode".encode(),
+    ],
 )
 async def test_invalid_token_is_401(client, header):
     response = await client.get("/v1/keys", headers={"Authorization": header})
@@ -141,8 +148,12 @@ async def test_revoked_admin_token_stops_working(client, db):
 
 async def test_admin_token_errors(client):
     assert (await client.delete("/v1/admin-tokens/nope")).status_code == 404
-    for body in ({"name": "x", "role": "root"}, {"role": "admin"}, {"name": "x", "role": "admin", "token": "mine"},
-                 {"name": ""}):
+    for body in (
+        {"name": "x", "role": "root"},
+        {"role": "admin"},
+        {"name": "x", "role": "admin", "token": "mine"},
+        {"name": ""},
+    ):
         response = await client.post("/v1/admin-tokens", json=body)
         assert response.status_code == 422, (body, response.text)
     default_role = await client.post("/v1/admin-tokens", json={"name": "default-role"})
@@ -168,3 +179,29 @@ async def test_wrong_method_is_405_in_error_shape(client):
     response = await client.put("/v1/keys")
     assert response.status_code == 405
     assert "error" in response.json()
+
+
+async def test_openapi_documents_every_endpoint_with_examples(client):
+    schema = (await client.get("/schema/openapi.json")).json()
+    assert (await client.get("/schema", headers={"Authorization": ""})).status_code == 200
+    assert (await client.get("/schema/swagger", headers={"Authorization": ""})).status_code == 200
+    operations = 0
+    for path, item in schema["paths"].items():
+        for method, operation in item.items():
+            if method not in {"get", "post", "put", "patch", "delete"}:
+                continue
+            operations += 1
+            where = f"{method.upper()} {path}"
+            assert operation.get("summary"), where
+            assert operation.get("description"), where
+            if "requestBody" in operation:
+                body_schema = operation["requestBody"]["content"]["application/json"]["schema"]
+                assert body_schema.get("examples"), where
+            if path.startswith("/v1/"):
+                assert operation.get("security") == [{"BearerToken": []}] or schema.get("security"), where
+                assert "401" in operation["responses"], where
+                ok = [code for code in operation["responses"] if code.startswith("2") and code != "204"]
+                for code in ok:
+                    content = operation["responses"][code]["content"]["application/json"]
+                    assert content.get("examples"), f"{where} {code}"
+    assert operations == 18

@@ -13,10 +13,10 @@ from contextlib import asynccontextmanager
 
 import httpx
 import pytest
-from sqlalchemy import select
-
 from conftest import ADMIN_TOKEN, auth, lookup
 from llmgw_common.contract import hash_secret
+from sqlalchemy import select
+
 from llmgw_keys.app import create_app
 from llmgw_keys.models import AuditLog, PreviousKeyHash, VirtualKey
 
@@ -25,7 +25,9 @@ from llmgw_keys.models import AuditLog, PreviousKeyHash, VirtualKey
 async def running(app):
     to_app: asyncio.Queue = asyncio.Queue()
     from_app: asyncio.Queue = asyncio.Queue()
-    task = asyncio.create_task(app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, to_app.get, from_app.put))
+    task = asyncio.create_task(
+        app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, to_app.get, from_app.put)
+    )
     await to_app.put({"type": "lifespan.startup"})
     message = await asyncio.wait_for(from_app.get(), 30)
     assert message["type"] == "lifespan.startup.complete", message
@@ -64,13 +66,22 @@ async def test_concurrent_rotations_are_serialised(http, db, nc, secret_registry
     created, secrets_ = await rotate_concurrently(http, secret_registry, settings, n, grace=0)
     async with db() as session:
         row = await session.get(VirtualKey, created["id"])
-        previous = set((await session.execute(
-            select(PreviousKeyHash.key_hash).where(PreviousKeyHash.key_id == created["id"])
-        )).scalars())
-        audit = (await session.execute(
-            select(AuditLog).where(AuditLog.target_id == created["id"], AuditLog.action == "key.rotated")
-            .order_by(AuditLog.id)
-        )).scalars().all()
+        previous = set(
+            (
+                await session.execute(select(PreviousKeyHash.key_hash).where(PreviousKeyHash.key_id == created["id"]))
+            ).scalars()
+        )
+        audit = (
+            (
+                await session.execute(
+                    select(AuditLog)
+                    .where(AuditLog.target_id == created["id"], AuditLog.action == "key.rotated")
+                    .order_by(AuditLog.id)
+                )
+            )
+            .scalars()
+            .all()
+        )
 
     # exactly one returned secret is current; every other one (and the original) became a previous hash
     current = [s for s in secrets_ if hash_secret(s) == row.key_hash]

@@ -10,13 +10,13 @@ import sys
 
 import nats
 import pytest
+from conftest import ADMIN_TOKEN, auth, lookup, make_settings, wait_until
 from cryptography.fernet import Fernet, InvalidToken
 from litestar.testing import AsyncTestClient
-from sqlalchemy import text
-
-from conftest import ADMIN_TOKEN, auth, lookup, make_settings, wait_until
 from llmgw_common import contract
 from llmgw_common.contract import hash_secret
+from sqlalchemy import text
+
 from llmgw_keys.app import create_app
 from llmgw_keys.crypto import EncryptionKeyError, build_cipher
 from llmgw_keys.services.providers import rotate_encryption
@@ -33,8 +33,13 @@ def cli_env(**extra: str) -> dict[str, str]:
 
 async def run_cli(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "llmgw_keys", *args, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "llmgw_keys",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(process.communicate(), 60)
     return process.returncode, out.decode(), err.decode()
@@ -42,7 +47,9 @@ async def run_cli(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
 
 async def stored_token(db) -> str:
     async with db() as session:
-        return (await session.execute(text("SELECT api_key_encrypted FROM keys.providers WHERE name = 'rot'"))).scalar_one()
+        return (
+            await session.execute(text("SELECT api_key_encrypted FROM keys.providers WHERE name = 'rot'"))
+        ).scalar_one()
 
 
 async def test_rotate_encryption_end_to_end(settings, nats_url, tmp_path, db, nc, secret_registry):
@@ -51,10 +58,14 @@ async def test_rotate_encryption_end_to_end(settings, nats_url, tmp_path, db, nc
     first = make_settings(settings.database_url, nats_url, tmp_path, encryption_key=key1)
     async with AsyncTestClient(create_app(first)) as client:
         client.headers.update(auth(ADMIN_TOKEN))
-        response = await client.put("/v1/providers/rot", json={"kind": "openai-compatible",
-                                                               "base_url": "http://rot:1/v1", "api_key": PROVIDER_KEY})
+        response = await client.put(
+            "/v1/providers/rot",
+            json={"kind": "openai-compatible", "base_url": "http://rot:1/v1", "api_key": PROVIDER_KEY},
+        )
         assert response.status_code == 200
-        await client.put("/v1/routes", json={"data": [{"model": "*", "deployments": [{"provider": "rot", "model": "*"}]}]})
+        await client.put(
+            "/v1/routes", json={"data": [{"model": "*", "deployments": [{"provider": "rot", "model": "*"}]}]}
+        )
         created = (await client.post("/v1/keys", json={"name": "enc"})).json()
         secret_registry.add(settings.database_url, created["key"])
     before = await stored_token(db)
@@ -66,8 +77,10 @@ async def test_rotate_encryption_end_to_end(settings, nats_url, tmp_path, db, nc
     assert await stored_token(db) == before
 
     # new key first, old one after: every row re-encrypted with the new key
-    code, out, err = await run_cli("rotate-encryption", env=cli_env(
-        LLMGW_DATABASE_URL=settings.database_url, LLMGW_ENCRYPTION_KEY=f"{key2},{key1}"))
+    code, out, err = await run_cli(
+        "rotate-encryption",
+        env=cli_env(LLMGW_DATABASE_URL=settings.database_url, LLMGW_ENCRYPTION_KEY=f"{key2},{key1}"),
+    )
     assert code == 0, err
     assert "re-encrypted 1" in out
     after = await stored_token(db)
@@ -120,12 +133,21 @@ async def test_migrate_cli_is_safe_to_run_concurrently(make_database):
     conn = await asyncpg.connect(url)
     try:
         assert await conn.fetchval("SELECT version_num FROM keys.alembic_version") == "0001"
-        tables = {r["table_name"] for r in await conn.fetch(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'keys'")}
-        assert {"virtual_keys", "previous_key_hashes", "providers", "route_table", "admin_tokens", "audit_log",
-                "event_outbox", "alembic_version"} <= tables
-        assert await conn.fetchval(
-            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'") == 0
+        tables = {
+            r["table_name"]
+            for r in await conn.fetch("SELECT table_name FROM information_schema.tables WHERE table_schema = 'keys'")
+        }
+        assert {
+            "virtual_keys",
+            "previous_key_hashes",
+            "providers",
+            "route_table",
+            "admin_tokens",
+            "audit_log",
+            "event_outbox",
+            "alembic_version",
+        } <= tables
+        assert await conn.fetchval("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'") == 0
     finally:
         await conn.close()
     from llmgw_keys.migrate import migrate
@@ -163,9 +185,13 @@ async def test_routes_are_seeded_from_yaml_once(make_database, nats_url, tmp_pat
     routes_file.write_text(ROUTES_YAML)
     seeded = make_settings(url, nats_url, tmp_path, routes_file=routes_file)
     expected = [
-        {"model": "gpt-4o", "deployments": [
-            {"provider": "openai", "model": "gpt-4o", "weight": 3, "priority": 0},
-            {"provider": "openai", "model": "gpt-4o-mini", "weight": 1, "priority": 1}]},
+        {
+            "model": "gpt-4o",
+            "deployments": [
+                {"provider": "openai", "model": "gpt-4o", "weight": 3, "priority": 0},
+                {"provider": "openai", "model": "gpt-4o-mini", "weight": 1, "priority": 1},
+            ],
+        },
         {"model": "claude-*", "deployments": [{"provider": "anthropic", "model": "*", "weight": 1, "priority": 0}]},
     ]
     async with AsyncTestClient(create_app(seeded)) as client:

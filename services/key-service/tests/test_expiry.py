@@ -14,8 +14,9 @@ def soon(seconds: float) -> str:
 
 
 async def test_key_expires_on_time_and_is_announced(client, events, nc):
-    created = (await client.post("/v1/keys", json={"name": "short-lived", "project": "exp",
-                                                   "expires_at": soon(0.8)})).json()
+    created = (
+        await client.post("/v1/keys", json={"name": "short-lived", "project": "exp", "expires_at": soon(0.8)})
+    ).json()
     assert created["status"] == "active"
 
     async def status():

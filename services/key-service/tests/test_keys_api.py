@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from llmgw_common.contract import hash_secret
 from sqlalchemy import select
 
-from llmgw_common.contract import hash_secret
 from llmgw_keys.models import AuditLog, PreviousKeyHash, VirtualKey
 
 FULL = {
@@ -133,6 +133,7 @@ async def test_wildcard_models_round_trip(client):
         {"name": "x", "metadata": ["not", "an", "object"]},
         {"name": "x", "metadata": {"k": "nul\u0000"}},
         {"name": "x", "metadata": {"k\u0000": 1}},
+        {"name": "x", "metadata": {"blob": "a" * 70_000}},
         {"name": "x", "status": "revoked"},
         {"name": "x", "key": "sk-llmgw-chosen-by-client"},
     ],
@@ -144,6 +145,12 @@ async def test_create_validation_is_422(client, body):
 async def test_malformed_json_is_400(client):
     response = await client.post("/v1/keys", content=b"{not json", headers={"content-type": "application/json"})
     assert_error(response, 400, "invalid_request_error")
+
+
+async def test_oversized_body_is_413(client):
+    body = b'{"name": "x", "metadata": {"blob": "' + b"a" * (10 * 1024 * 1024) + b'"}}'
+    response = await client.post("/v1/keys", content=body, headers={"content-type": "application/json"})
+    assert_error(response, 413, "request_too_large")
 
 
 # --- read ---------------------------------------------------------------------------------------
@@ -200,8 +207,16 @@ async def test_list_default_limit_is_50(client):
 
 @pytest.mark.parametrize(
     "params",
-    [{"limit": 0}, {"limit": 1001}, {"limit": "ten"}, {"status": "deleted"}, {"cursor": "garbage!"},
-     {"cursor": "WzEsMl0"}, {"project": "x" * 300}, {"tag": "a\u0000b"}],
+    [
+        {"limit": 0},
+        {"limit": 1001},
+        {"limit": "ten"},
+        {"status": "deleted"},
+        {"cursor": "garbage!"},
+        {"cursor": "WzEsMl0"},
+        {"project": "x" * 300},
+        {"tag": "a\u0000b"},
+    ],
 )
 async def test_list_bad_params_are_422(client, params):
     assert_error(await client.get("/v1/keys", params=params), 422, "invalid_request_error")
@@ -232,16 +247,27 @@ async def test_patch_is_partial_and_null_clears(client, db, events):
     empty = await client.patch(f"/v1/keys/{created['id']}", json={})
     assert empty.status_code == 200 and empty.json()["rpm_limit"] == 1200
 
-    renamed = (await client.patch(f"/v1/keys/{created['id']}", json={"name": "new", "metadata": {"a": 1},
-                                                                      "expires_at": None})).json()
+    renamed = (
+        await client.patch(f"/v1/keys/{created['id']}", json={"name": "new", "metadata": {"a": 1}, "expires_at": None})
+    ).json()
     assert renamed["name"] == "new" and renamed["metadata"] == {"a": 1} and renamed["expires_at"] is None
 
 
 @pytest.mark.parametrize(
     "body",
-    [{"unknown": 1}, {"name": None}, {"name": ""}, {"rpm_limit": 0}, {"budget_usd": -1},
-     {"budget_period": "hourly"}, {"models": [" "]}, {"metadata": None}, {"expires_at": "soon"},
-     {"status": "active"}, {"key_hash": "x"}],
+    [
+        {"unknown": 1},
+        {"name": None},
+        {"name": ""},
+        {"rpm_limit": 0},
+        {"budget_usd": -1},
+        {"budget_period": "hourly"},
+        {"models": [" "]},
+        {"metadata": None},
+        {"expires_at": "soon"},
+        {"status": "active"},
+        {"key_hash": "x"},
+    ],
 )
 async def test_patch_validation_is_422(client, body):
     created = await create(client)
@@ -272,7 +298,11 @@ async def test_rotate_without_body_replaces_secret_at_once(client, db, events):
 
     async with db() as session:
         row = await session.get(VirtualKey, created["id"])
-        previous = (await session.execute(select(PreviousKeyHash).where(PreviousKeyHash.key_id == created["id"]))).scalars().all()
+        previous = (
+            (await session.execute(select(PreviousKeyHash).where(PreviousKeyHash.key_id == created["id"])))
+            .scalars()
+            .all()
+        )
     assert row.key_hash == hash_secret(rotated["key"])
     assert [p.key_hash for p in previous] == [hash_secret(created["key"])]
     assert previous[0].grace_until <= datetime.now(UTC)
@@ -290,15 +320,24 @@ async def test_rotate_with_grace_and_empty_body(client, db):
     response = await client.post(f"/v1/keys/{created['id']}/rotate", json={"grace_seconds": 3600})
     assert response.status_code == 200
     async with db() as session:
-        previous = (await session.execute(
-            select(PreviousKeyHash).where(PreviousKeyHash.key_id == created["id"]).order_by(PreviousKeyHash.rotated_at)
-        )).scalars().all()
+        previous = (
+            (
+                await session.execute(
+                    select(PreviousKeyHash)
+                    .where(PreviousKeyHash.key_id == created["id"])
+                    .order_by(PreviousKeyHash.rotated_at)
+                )
+            )
+            .scalars()
+            .all()
+        )
     assert len(previous) == 2
     assert previous[1].grace_until > datetime.now(UTC) + timedelta(minutes=59)
 
 
-@pytest.mark.parametrize("body", [{"grace_seconds": -1}, {"grace_seconds": "1h"}, {"grace": 5},
-                                  {"grace_seconds": 10**9}])
+@pytest.mark.parametrize(
+    "body", [{"grace_seconds": -1}, {"grace_seconds": "1h"}, {"grace": 5}, {"grace_seconds": 10**9}]
+)
 async def test_rotate_validation_is_422(client, body):
     created = await create(client)
     assert_error(await client.post(f"/v1/keys/{created['id']}/rotate", json=body), 422, "invalid_request_error")

@@ -8,15 +8,14 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
 from conftest import ADMIN_TOKEN, ENV_ANTHROPIC_KEY, ENV_OPENAI_KEY, lookup, wait_until
 from llmgw_common import contract
 from llmgw_common.contract import hash_secret
 from llmgw_common.telemetry import inject_headers
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 SPANS = InMemorySpanExporter()
 
@@ -51,8 +50,16 @@ async def test_unknown_hash_is_not_found(client, nc):
 
 async def test_active_key_reply_carries_record_routes_and_decrypted_providers(client, nc):
     created = await create(
-        client, project="p1", models=["gpt-4o*"], rpm_limit=10, tpm_limit=1000, max_parallel_requests=2,
-        budget_usd=5.5, budget_period="daily", metadata={"team": "x"}, tags=["t"],
+        client,
+        project="p1",
+        models=["gpt-4o*"],
+        rpm_limit=10,
+        tpm_limit=1000,
+        max_parallel_requests=2,
+        budget_usd=5.5,
+        budget_period="daily",
+        metadata={"team": "x"},
+        tags=["t"],
         expires_at="2099-01-01T00:00:00Z",
     )
     reply = await lookup(nc, hash_secret(created["key"]))
@@ -75,12 +82,18 @@ async def test_active_key_reply_carries_record_routes_and_decrypted_providers(cl
 async def test_db_provider_key_is_decrypted_in_replies(client, nc, events):
     db_key = "sk-vllm-secret-" + "q" * 20
     client.registry.add(client.database_url, db_key)
-    await client.put("/v1/providers/vllm", json={"kind": "openai-compatible", "base_url": "http://vllm:8000/v1",
-                                                 "api_key": db_key})
-    await client.put("/v1/routes", json={"data": [
-        {"model": "llama-*", "deployments": [{"provider": "vllm", "model": "*", "weight": 2}]},
-        {"model": "*", "deployments": [{"provider": "openai", "model": "*"}]},
-    ]})
+    await client.put(
+        "/v1/providers/vllm", json={"kind": "openai-compatible", "base_url": "http://vllm:8000/v1", "api_key": db_key}
+    )
+    await client.put(
+        "/v1/routes",
+        json={
+            "data": [
+                {"model": "llama-*", "deployments": [{"provider": "vllm", "model": "*", "weight": 2}]},
+                {"model": "*", "deployments": [{"provider": "openai", "model": "*"}]},
+            ]
+        },
+    )
     created = await create(client)
     reply = await lookup(nc, hash_secret(created["key"]))
     assert {p.name: p.api_key for p in reply.providers} == {"vllm": db_key, "openai": ENV_OPENAI_KEY}
@@ -101,6 +114,7 @@ async def test_revoked_key_is_returned_with_its_status(client, nc):
     await client.delete(f"/v1/keys/{created['id']}")
     reply = await lookup(nc, key_hash)  # the cached "active" answer must be gone at once
     assert reply.found and reply.key.status == "revoked"
+    assert reply.providers == [] and reply.routes == []  # no credentials for a dead key
 
 
 async def test_expired_key_is_returned_with_its_status(client, nc):
@@ -175,8 +189,10 @@ async def test_change_event_from_another_replica_invalidates_the_cache(client, n
     await lookup(nc, key_hash)
     assert runtime.cache.get(key_hash) is not None
     # what another replica's mutation would publish
-    await nc.publish(contract.SUBJECT_KEY_CHANGED, contract.encode(
-        contract.KeyChanged(action="updated", key_id=created["id"], key_hashes=[key_hash])))
+    await nc.publish(
+        contract.SUBJECT_KEY_CHANGED,
+        contract.encode(contract.KeyChanged(action="updated", key_id=created["id"], key_hashes=[key_hash])),
+    )
     await wait_until(lambda: runtime.cache.get(key_hash) is None, what="cache entry dropped")
     await lookup(nc, key_hash)
     await nc.publish(contract.SUBJECT_KEY_CHANGED, contract.encode(contract.KeyChanged(action="providers")))

@@ -5,10 +5,10 @@ from __future__ import annotations
 import secrets
 
 import pytest
+from conftest import ENV_ANTHROPIC_KEY, ENV_OPENAI_KEY
 from cryptography.fernet import Fernet, MultiFernet
 from sqlalchemy import select, text
 
-from conftest import ENV_ANTHROPIC_KEY, ENV_OPENAI_KEY
 from llmgw_keys.models import Provider
 
 OPENAI_DB_KEY = "sk-proj-" + secrets.token_urlsafe(30)
@@ -27,8 +27,13 @@ async def test_environment_providers_exist_implicitly(client, db):
     listed = (await client.get("/v1/providers")).json()["data"]
     by_name = {p["name"]: p for p in listed}
     assert by_name["openai"] == {
-        "name": "openai", "kind": "openai", "base_url": "https://api.openai.com/v1",
-        "api_key": mask(ENV_OPENAI_KEY), "source": "environment", "created_at": None, "updated_at": None,
+        "name": "openai",
+        "kind": "openai",
+        "base_url": "https://api.openai.com/v1",
+        "api_key": mask(ENV_OPENAI_KEY),
+        "source": "environment",
+        "created_at": None,
+        "updated_at": None,
     }
     assert by_name["anthropic"]["base_url"] == "https://api.anthropic.com"
     assert by_name["anthropic"]["api_key"] == mask(ENV_ANTHROPIC_KEY)
@@ -40,7 +45,11 @@ async def test_environment_providers_exist_implicitly(client, db):
 async def test_put_provider_encrypts_and_masks(client, db, settings, events):
     response = await client.put(
         "/v1/providers/azure-east",
-        json={"kind": "openai-compatible", "base_url": "https://azure.example.com/openai/v1/", "api_key": OPENAI_DB_KEY},
+        json={
+            "kind": "openai-compatible",
+            "base_url": "https://azure.example.com/openai/v1/",
+            "api_key": OPENAI_DB_KEY,
+        },
     )
     assert response.status_code == 200, response.text
     body = response.json()
@@ -60,18 +69,23 @@ async def test_put_provider_encrypts_and_masks(client, db, settings, events):
     assert event.key_id is None and event.key_hashes == []
     audit = (await client.get("/v1/audit", params={"target_id": "azure-east"})).json()["data"]
     assert audit[0]["action"] == "provider.created"
-    assert audit[0]["details"] == {"kind": "openai-compatible", "base_url": "https://azure.example.com/openai/v1",
-                                   "api_key_changed": True}
+    assert audit[0]["details"] == {
+        "kind": "openai-compatible",
+        "base_url": "https://azure.example.com/openai/v1",
+        "api_key_changed": True,
+    }
 
 
 async def test_put_without_api_key_keeps_it_and_empty_clears_it(client, db):
-    await client.put("/v1/providers/keepme", json={"kind": "openai", "base_url": "https://a.example/v1",
-                                                   "api_key": OPENAI_DB_KEY})
+    await client.put(
+        "/v1/providers/keepme", json={"kind": "openai", "base_url": "https://a.example/v1", "api_key": OPENAI_DB_KEY}
+    )
     replaced = await client.put("/v1/providers/keepme", json={"kind": "openai", "base_url": "https://b.example/v1"})
     assert replaced.status_code == 200
     assert replaced.json()["api_key"] == mask(OPENAI_DB_KEY) and replaced.json()["base_url"] == "https://b.example/v1"
-    cleared = await client.put("/v1/providers/keepme", json={"kind": "openai", "base_url": "https://b.example/v1",
-                                                             "api_key": ""})
+    cleared = await client.put(
+        "/v1/providers/keepme", json={"kind": "openai", "base_url": "https://b.example/v1", "api_key": ""}
+    )
     assert cleared.json()["api_key"] == ""
     async with db() as session:
         assert (await session.get(Provider, "keepme")).api_key_encrypted is None
@@ -82,8 +96,9 @@ async def test_put_without_api_key_keeps_it_and_empty_clears_it(client, db):
 async def test_database_row_overrides_environment_provider(client):
     own_key = "sk-override-" + secrets.token_urlsafe(20)
     client.registry.add(client.database_url, own_key)
-    response = await client.put("/v1/providers/openai", json={"kind": "openai", "base_url": "http://mock:9000/v1",
-                                                               "api_key": own_key})
+    response = await client.put(
+        "/v1/providers/openai", json={"kind": "openai", "base_url": "http://mock:9000/v1", "api_key": own_key}
+    )
     assert response.status_code == 200
     listed = {p["name"]: p for p in (await client.get("/v1/providers")).json()["data"]}
     assert listed["openai"]["source"] == "database" and listed["openai"]["base_url"] == "http://mock:9000/v1"
@@ -145,25 +160,32 @@ async def test_routes_default_replace_and_reset(client, events):
     assert (await client.put("/v1/routes", json={"data": []})).status_code == 200
     assert (await client.get("/v1/routes")).json() == {"data": DEFAULTS, "source": "default"}
 
-    await client.put("/v1/providers/azure-east", json={"kind": "openai-compatible",
-                                                       "base_url": "https://azure.example.com/v1"})
+    await client.put(
+        "/v1/providers/azure-east", json={"kind": "openai-compatible", "base_url": "https://azure.example.com/v1"}
+    )
     table = [
-        {"model": "gpt-4o", "deployments": [
-            {"provider": "azure-east", "model": "gpt-4o", "weight": 3},
-            {"provider": "openai", "model": "gpt-4o", "weight": 1, "priority": 0},
-            {"provider": "openai", "model": "gpt-4o-mini", "priority": 1},
-        ]},
+        {
+            "model": "gpt-4o",
+            "deployments": [
+                {"provider": "azure-east", "model": "gpt-4o", "weight": 3},
+                {"provider": "openai", "model": "gpt-4o", "weight": 1, "priority": 0},
+                {"provider": "openai", "model": "gpt-4o-mini", "priority": 1},
+            ],
+        },
         {"model": "claude-*", "deployments": [{"provider": "anthropic", "model": "*"}]},
     ]
     before = len(events.matching("routes"))
     response = await client.put("/v1/routes", json={"data": table})
     assert response.status_code == 200, response.text
     expected = [
-        {"model": "gpt-4o", "deployments": [
-            {"provider": "azure-east", "model": "gpt-4o", "weight": 3, "priority": 0},
-            {"provider": "openai", "model": "gpt-4o", "weight": 1, "priority": 0},
-            {"provider": "openai", "model": "gpt-4o-mini", "weight": 1, "priority": 1},
-        ]},
+        {
+            "model": "gpt-4o",
+            "deployments": [
+                {"provider": "azure-east", "model": "gpt-4o", "weight": 3, "priority": 0},
+                {"provider": "openai", "model": "gpt-4o", "weight": 1, "priority": 0},
+                {"provider": "openai", "model": "gpt-4o-mini", "weight": 1, "priority": 1},
+            ],
+        },
         {"model": "claude-*", "deployments": [{"provider": "anthropic", "model": "*", "weight": 1, "priority": 0}]},
     ]
     assert response.json() == {"data": expected, "source": "configured"}
@@ -172,7 +194,9 @@ async def test_routes_default_replace_and_reset(client, events):
     assert len(events.matching("routes")) > before
 
     # the bare list is accepted too
-    bare = await client.put("/v1/routes", json=[{"model": "x-*", "deployments": [{"provider": "openai", "model": "*"}]}])
+    bare = await client.put(
+        "/v1/routes", json=[{"model": "x-*", "deployments": [{"provider": "openai", "model": "*"}]}]
+    )
     assert bare.status_code == 200 and [r["model"] for r in bare.json()["data"]] == ["x-*"]
 
     audit = (await client.get("/v1/audit", params={"action": "routes.replaced", "limit": 1})).json()["data"]
@@ -187,8 +211,12 @@ async def test_routes_default_replace_and_reset(client, events):
         {"data": [{"model": "m", "deployments": []}]},
         {"data": [{"model": "m", "deployments": [{"provider": "openai", "model": "*", "weight": 0}]}]},
         {"data": [{"model": "m", "deployments": [{"provider": "openai", "model": "*", "priority": -1}]}]},
-        {"data": [{"model": "m", "deployments": [{"provider": "openai", "model": "*"}]},
-                  {"model": "m", "deployments": [{"provider": "openai", "model": "*"}]}]},
+        {
+            "data": [
+                {"model": "m", "deployments": [{"provider": "openai", "model": "*"}]},
+                {"model": "m", "deployments": [{"provider": "openai", "model": "*"}]},
+            ]
+        },
         {"data": [{"model": "", "deployments": [{"provider": "openai", "model": "*"}]}]},
         {"data": [{"model": "m", "deployments": [{"provider": "openai"}]}]},
         {"routes": []},

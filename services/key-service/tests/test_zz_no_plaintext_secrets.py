@@ -11,7 +11,6 @@ import logging
 import secrets
 
 import asyncpg
-
 from conftest import ADMIN_TOKEN
 
 
@@ -39,8 +38,11 @@ async def test_scenario_then_scan(client, settings, caplog, secret_registry):
     key = (await client.post("/v1/keys", json={"name": "scan", "metadata": {"note": "nothing secret"}})).json()
     rotated = (await client.post(f"/v1/keys/{key['id']}/rotate", json={"grace_seconds": 60})).json()
     token = (await client.post("/v1/admin-tokens", json={"name": "scan", "role": "analyst"})).json()
-    assert (await client.put("/v1/providers/scan", json={"kind": "openai", "base_url": "https://s.example/v1",
-                                                         "api_key": provider_key})).status_code == 200
+    assert (
+        await client.put(
+            "/v1/providers/scan", json={"kind": "openai", "base_url": "https://s.example/v1", "api_key": provider_key}
+        )
+    ).status_code == 200
     await client.delete(f"/v1/keys/{key['id']}")
     handed_out = [key["key"], rotated["key"], token["token"], provider_key, ADMIN_TOKEN]
 

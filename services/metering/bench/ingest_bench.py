@@ -29,7 +29,7 @@ from pathlib import Path
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=200_000)
-    parser.add_argument("--batch-size", type=int, default=None, help="default: LLMGW_METERING_BATCH_SIZE or 1000")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: LLMGW_METERING_BATCH_SIZE")
     parser.add_argument("--writers", type=int, default=None, help="default: LLMGW_METERING_WRITERS or 2")
     parser.add_argument("--keys", type=int, default=200)
     parser.add_argument("--nats-url", default=None)
@@ -113,6 +113,24 @@ async def publish(nc, js, events, chunk: int = 5000) -> float:
     return time.perf_counter() - started
 
 
+def _cpu_seconds(pids: list[int]) -> float:
+    """User+system CPU of these processes and their children (PostgreSQL backends)."""
+    try:
+        import psutil
+    except ImportError:
+        return float("nan")
+    total = 0.0
+    for pid in pids:
+        try:
+            proc = psutil.Process(pid)
+            for p in [proc, *proc.children(recursive=True)]:
+                times = p.cpu_times()
+                total += times.user + times.system
+        except psutil.Error:
+            pass
+    return total
+
+
 async def run(args) -> dict:
     from sqlalchemy import text
 
@@ -165,11 +183,14 @@ async def run(args) -> dict:
             text("TRUNCATE metering.usage_events, metering.usage_hourly, metering.usage_daily, metering.budget_spend")
         )
     overrides = OverrideCache(engine, settings.metering_overrides_refresh_seconds)
-    budget = BudgetSync(js, engine, reconcile_seconds=3600, window_seconds=600)
+    budget = BudgetSync(
+        js, engine, reconcile_seconds=3600, window_seconds=600, min_interval=settings.metering_budget_flush_seconds
+    )
     await budget.start()
     consumer = UsageConsumer(nc=nc, js=js, engine=engine, settings=settings, overrides=overrides, budget=budget)
 
     base = metrics.EVENTS_INSERTED._value.get()
+    pg_cpu0, nats_cpu0 = _cpu_seconds(args.pg_pids), _cpu_seconds(args.nats_pids)
     cpu0 = time.process_time()
     started = time.perf_counter()
     await consumer.start()
@@ -180,6 +201,8 @@ async def run(args) -> dict:
         await asyncio.sleep(0.02)
     elapsed = time.perf_counter() - started
     cpu = time.process_time() - cpu0
+    pg_cpu = _cpu_seconds(args.pg_pids) - pg_cpu0
+    nats_cpu = _cpu_seconds(args.nats_pids) - nats_cpu0
     await consumer.stop()
     await budget.flush()
     await budget.stop()
@@ -197,7 +220,13 @@ async def run(args) -> dict:
         "seconds": round(elapsed, 3),
         "events_per_s": round(args.events / elapsed),
         "publish_events_per_s": round(args.events / publish_seconds),
-        "consumer_cpu_s": round(cpu, 2),
+        # CPU spent per stored event (µs), by process: what bounds throughput on a machine of N cores
+        "cpu_us_per_event": {
+            "metering": round(cpu / args.events * 1e6, 1),
+            "postgres": round(pg_cpu / args.events * 1e6, 1) if args.pg_pids else None,
+            "nats": round(nats_cpu / args.events * 1e6, 1) if args.nats_pids else None,
+        },
+        "load_avg_1m": round(os.getloadavg()[0], 2),
         "batch_size": settings.metering_batch_size,
         "writers": settings.metering_writers,
         "stored": stored,
@@ -207,6 +236,7 @@ async def run(args) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    args.pg_pids, args.nats_pids = [], []
     servers = []
     tmp = None
     try:
@@ -221,11 +251,13 @@ def main(argv=None) -> int:
                 nats_server.start()
                 servers.append(nats_server)
                 args.nats_url = nats_server.url
+                args.nats_pids = [nats_server.process.pid]
             if not args.database_url:
                 pg = EmbeddedPostgres(root / "pg", log_file=root / "pg.log")
                 pg.start()
                 servers.append(pg)
                 args.database_url = pg.create_database("metering_bench")
+                args.pg_pids = [pg.process.pid]
         try:
             import uvloop
 

@@ -51,8 +51,14 @@ class ProxyRuntime:
         self._connect_task: asyncio.Task | None = None
         self._connected = asyncio.Event()
         self._metrics_server: asyncio.AbstractServer | None = None
-        metrics.spool_depth.set_function(lambda: self.spool.depth)
-        metrics.queue_depth.set_function(lambda: len(self.publisher.queue))
+        metrics.gauge(
+            "llmgw_proxy_spool_depth", "Usage events in the local spool, not yet acknowledged by JetStream.",
+            lambda: self.spool.depth,
+        )
+        metrics.gauge(
+            "llmgw_proxy_usage_queue_depth", "Usage events waiting in memory for the publisher.",
+            lambda: len(self.publisher.queue),
+        )
 
     # --- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:

@@ -29,7 +29,10 @@ class Settings(GatewaySettings):
     upstream_retry_base: float = 0.1
     #: longest backoff (or upstream Retry-After) waited before a retry; longer → next deployment
     upstream_retry_max_wait: float = 5.0
+    #: open connections per upstream origin
     upstream_connection_limit: int = 1000
+    #: an idle kept-alive upstream connection older than this is not reused (providers close theirs)
+    upstream_keepalive_seconds: float = 15.0
     #: consecutive failures that open a deployment's circuit breaker, and how long it stays open
     breaker_failures: int = Field(default=5, ge=1)
     breaker_cooldown: float = 30.0

@@ -30,6 +30,22 @@ def cmd_migrate(settings: Settings) -> int:
 def cmd_serve(settings: Settings) -> int:
     import uvicorn
 
+    # Resolve the dev-only generated secrets once, here, before any worker starts: workers
+    # creating the same state-dir file at once would race.
+    from llmgw_keys.crypto import EncryptionKeyError, build_cipher
+
+    try:
+        build_cipher(settings)
+    except EncryptionKeyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    settings.resolved_admin_token()
+    log.info(
+        "bootstrap admin token: %s",
+        "from LLMGW_ADMIN_TOKEN"
+        if settings.admin_token
+        else f"generated, kept in {settings.state_dir / 'admin_token'}",
+    )
     if settings.auto_migrate:
         # In the parent, before uvicorn spawns workers; guarded by the advisory lock, so replicas
         # starting together are fine. LLMGW_AUTO_MIGRATE=0 when a migrations Job does it.

@@ -89,6 +89,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 Tag(name="health", description="Liveness and readiness"),
             ],
         ),
+        request_max_body_size=10 * 1024 * 1024,
         debug=False,
     )
     _polish_openapi(app)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
-
 from llmgw_common.settings import read_or_create_secret
+
 from llmgw_keys.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -69,7 +69,9 @@ class VirtualKey(Base):
         Index("ix_virtual_keys_tags", "tags", postgresql_using="gin"),
         Index("ix_virtual_keys_expiry", "expires_at", postgresql_where="status = 'active' AND expires_at IS NOT NULL"),
         CheckConstraint("status IN ('active', 'revoked', 'expired')", name="status"),
-        CheckConstraint("budget_period IS NULL OR budget_period IN ('daily', 'weekly', 'monthly')", name="budget_period"),
+        CheckConstraint(
+            "budget_period IS NULL OR budget_period IN ('daily', 'weekly', 'monthly')", name="budget_period"
+        ),
     )
 
 
@@ -100,9 +102,7 @@ class Provider(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
-    __table_args__ = (
-        CheckConstraint("kind IN ('openai', 'anthropic', 'openai-compatible')", name="kind"),
-    )
+    __table_args__ = (CheckConstraint("kind IN ('openai', 'anthropic', 'openai-compatible')", name="kind"),)
 
 
 class RouteTable(Base):
@@ -149,9 +149,7 @@ class AuditLog(Base):
     #: what changed, never a secret
     details: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
 
-    __table_args__ = (
-        Index("ix_audit_log_target", "target_type", "target_id"),
-    )
+    __table_args__ = (Index("ix_audit_log_target", "target_type", "target_id"),)
 
 
 class Outbox(Base):

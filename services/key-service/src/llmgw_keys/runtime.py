@@ -9,14 +9,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from cryptography.fernet import MultiFernet
+from llmgw_common import contract
+from llmgw_common.messaging import connect, ensure_streams
+from llmgw_common.telemetry import setup_tracing
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from llmgw_common import contract
-from llmgw_common.messaging import connect, ensure_streams
-from llmgw_common.telemetry import setup_tracing
 from llmgw_keys.crypto import build_cipher
 from llmgw_keys.db import create_engine, create_session_factory
 from llmgw_keys.services.cache import LookupCache
@@ -59,6 +59,7 @@ class Runtime:
         self.publisher: EventPublisher | None = None
         self.responder = None
         self._tasks: list[asyncio.Task] = []
+        self._background: set[asyncio.Task] = set()
 
     # --- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -113,6 +114,17 @@ class Runtime:
     async def _on_reconnect(self) -> None:
         # Events published while we were away were not delivered to our core subscription.
         self.cache.clear()
+        # NATS may have come back without its storage: declare the stream again (in a task, not
+        # inside nats-py's reconnect callback).
+        task = asyncio.create_task(self._redeclare_streams())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _redeclare_streams(self) -> None:
+        try:
+            await ensure_streams(self.js, contract.STREAM_KEY_EVENTS)
+        except Exception as exc:  # noqa: BLE001 - the outbox retry loop tries again later
+            log.warning("could not declare stream %s after reconnect (%s)", contract.STREAM_KEY_EVENTS, type(exc).__name__)
 
     # --- changes -----------------------------------------------------------------------------
     def apply_change(self, event: contract.KeyChanged) -> None:

@@ -14,11 +14,26 @@ from msgspec import UNSET, Meta, Struct, UnsetType
 _NO_NUL = r"^[^\x00]*$"
 #: no NUL anywhere, at least one visible character
 _NAME_PATTERN = r"^[^\x00]*[^\x00\s][^\x00]*$"
-Name = Annotated[str, Meta(min_length=1, max_length=200, pattern=_NAME_PATTERN,
-                           description="Human-readable name", examples=["search-backend"])]
-Project = Annotated[str, Meta(min_length=1, max_length=200, pattern=_NAME_PATTERN,
-                              description="Project the key belongs to (usage is grouped by it)",
-                              examples=["search"])]
+Name = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=200,
+        pattern=_NAME_PATTERN,
+        description="Human-readable name",
+        examples=["search-backend"],
+    ),
+]
+Project = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=200,
+        pattern=_NAME_PATTERN,
+        description="Project the key belongs to (usage is grouped by it)",
+        examples=["search"],
+    ),
+]
 Tag = Annotated[str, Meta(min_length=1, max_length=100, pattern=r"^[^\x00\s][^\x00]*$", examples=["team:search"])]
 ModelPattern = Annotated[
     str,
@@ -130,9 +145,12 @@ class ProviderPut(Struct, kw_only=True, forbid_unknown_fields=True):
             description="openai/openai-compatible: with `/v1`; anthropic: without `/v1`",
         ),
     ]
-    api_key: Annotated[
-        str, Meta(max_length=8192, pattern=_NO_NUL, description="Encrypted at rest; omitted = keep the current one")
-    ] | UnsetType = UNSET
+    api_key: (
+        Annotated[
+            str, Meta(max_length=8192, pattern=_NO_NUL, description="Encrypted at rest; omitted = keep the current one")
+        ]
+        | UnsetType
+    ) = UNSET
 
 
 class ProviderOut(Struct, kw_only=True):
@@ -155,8 +173,15 @@ class ProviderList(Struct, kw_only=True):
 # --- routes --------------------------------------------------------------------------------------
 class DeploymentIn(Struct, kw_only=True, forbid_unknown_fields=True):
     provider: ProviderName
-    model: Annotated[str, Meta(min_length=1, max_length=200, pattern=r"^[^\x00\s]+$",
-                               description="Upstream model name; `*` = the name the client asked for")]
+    model: Annotated[
+        str,
+        Meta(
+            min_length=1,
+            max_length=200,
+            pattern=r"^[^\x00\s]+$",
+            description="Upstream model name; `*` = the name the client asked for",
+        ),
+    ]
     weight: Annotated[int, Meta(ge=1, le=1_000_000)] = 1
     priority: Annotated[int, Meta(ge=0, le=1000, description="Lower is tried first")] = 0
 

@@ -85,6 +85,7 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
                 engine,
                 reconcile_seconds=settings.metering_reconcile_seconds,
                 window_seconds=settings.metering_reconcile_window_seconds,
+                min_interval=settings.metering_budget_flush_seconds,
             )
             await budget.start()
             state.budget = budget

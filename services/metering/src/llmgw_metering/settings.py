@@ -27,20 +27,23 @@ class Settings(GatewaySettings):
 
     #: run the JetStream consumer in this process (0: API-only replica)
     metering_consume: bool = True
-    #: messages per fetch / per database transaction
-    metering_batch_size: int = Field(default=1000, ge=1, le=10_000)
+    #: messages per fetch / per database transaction (a batch fills only under load: a fetch
+    #: returns what arrived within LLMGW_METERING_FETCH_WAIT_SECONDS)
+    metering_batch_size: int = Field(default=5000, ge=1, le=20_000)
     #: how long a fetch waits for a batch to fill before the partial batch is written
     metering_fetch_wait_seconds: float = Field(default=0.2, gt=0)
     #: concurrent batch transactions per process (ingest pipelines)
     metering_writers: int = Field(default=2, ge=1, le=16)
     #: consumer settings (applied when metering creates or updates the durable consumer)
     metering_ack_wait_seconds: float = Field(default=30, gt=0)
-    metering_max_ack_pending: int = Field(default=20_000, ge=1)
+    metering_max_ack_pending: int = Field(default=50_000, ge=1)
     #: upper bound of the exponential back-off while PostgreSQL is unreachable
     metering_backoff_max_seconds: float = Field(default=5.0, gt=0)
     #: how far in the future an event's ts may be before it is dead-lettered (clock skew guard)
     metering_max_future_seconds: float = Field(default=7 * 86400, gt=0)
 
+    #: budget KV: releases/spend of committed batches are written at most this often (coalesced per key)
+    metering_budget_flush_seconds: float = Field(default=0.25, ge=0)
     #: budget KV: how often spend of recently touched (key, period) entries is re-set from the DB
     metering_reconcile_seconds: float = Field(default=30, gt=0)
     #: "recently touched" for the reconcile

@@ -14,13 +14,12 @@ import asyncio
 import logging
 import time
 
-import aiohttp
 import msgspec
 
 from llmgw_common.contract import ProviderCredential
 from llmgw_proxy.domain.auth.key_cache import KeyEntry
 from llmgw_proxy.domain.routing import find_route
-from llmgw_proxy.domain.upstream.client import UpstreamPool, upstream_headers, upstream_url
+from llmgw_proxy.domain.upstream.client import UpstreamPool, upstream_headers
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +60,14 @@ class ModelCatalog:
                 return hit[1]
             ids: frozenset[str] | None = None
             try:
-                session = self.pool.session(provider.base_url)
-                url = upstream_url(provider, "/v1/models", b"")
                 headers = upstream_headers([], provider, "models-listing", None)
-                async with session.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=5)) as resp:
-                    if resp.status == 200:
-                        ids = frozenset(item.id for item in _list_decoder.decode(await resp.read()).data)
+                resp = await asyncio.wait_for(self.pool.request(provider, "GET", "/v1/models", b"", headers, None), 5)
+                try:
+                    body = await asyncio.wait_for(resp.read(), 5)
+                finally:
+                    resp.close()
+                if resp.status == 200:
+                    ids = frozenset(item.id for item in _list_decoder.decode(body).data)
             except Exception as exc:  # noqa: BLE001 - listing is best effort
                 log.info("could not list models of provider %s: %s", provider.name, type(exc).__name__)
             self._cache[key] = (time.monotonic() + (TTL if ids is not None else FAILURE_TTL), ids)

@@ -18,7 +18,6 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-import aiohttp
 import msgspec
 
 from llmgw_common import pricing
@@ -30,7 +29,8 @@ from llmgw_proxy.domain.budgets import BudgetGuard
 from llmgw_proxy.domain.http import ClientGone, Incoming, read_body, send_bytes
 from llmgw_proxy.domain.limits import RateLimiter
 from llmgw_proxy.domain.streaming import SSEUsage
-from llmgw_proxy.domain.upstream.client import UpstreamPool, relay_headers, upstream_headers, upstream_url
+from llmgw_proxy.domain.upstream.client import UpstreamPool, relay_headers, upstream_headers
+from llmgw_proxy.domain.upstream.http1 import ConnectTimeout, Response, UpstreamError
 from llmgw_proxy.domain.usage import tokens as usage_tokens
 from llmgw_proxy.domain.usage.publisher import UsagePublisher
 
@@ -42,6 +42,9 @@ perf_counter = time.perf_counter
 MAX_ERROR_BODY = 1024 * 1024
 #: non-streamed answers up to this size are read whole (usage parsed); larger/binary ones stream
 MAX_BUFFERED_BODY = 64 * 1024 * 1024
+
+#: a request whose upstream part lasts longer than this starts watching for the client's disconnect
+WATCH_DELAY = 0.25
 
 _STREAM_HEADERS = [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
 
@@ -136,7 +139,7 @@ class Ctx:
         self.sse: SSEUsage | None = None
         self.tokens: usage_tokens.Tokens | None = None
         self.streamed = False
-        self.watcher: asyncio.Task | None = None
+        self.watcher: asyncio.TimerHandle | asyncio.Task | None = None
         self.forwarded = False
         self.overhead: float | None = None
         self.span = None
@@ -146,7 +149,7 @@ class Ctx:
 class Answer:
     __slots__ = ("resp", "body", "candidate", "stream")
 
-    def __init__(self, resp: aiohttp.ClientResponse, body: bytes | None, candidate: routing.Candidate, stream: bool):
+    def __init__(self, resp: Response, body: bytes | None, candidate: routing.Candidate, stream: bool):
         self.resp = resp
         self.body = body
         self.candidate = candidate
@@ -187,7 +190,7 @@ class ProxyService:
         """Proxy one request; ``endpoint`` None = passthrough of any other ``/v1/*`` path."""
         inc = Incoming(scope)
         ctx = Ctx(inc, endpoint, dialect or (endpoint.dialect if endpoint is not None else "openai"))
-        self.metrics.inflight.inc()
+        self.metrics.inflight += 1
         task = asyncio.current_task()
         try:
             await self._forward(ctx, receive, send)
@@ -207,10 +210,10 @@ class ProxyService:
                 await self._send_error(send, ctx, errors.internal_error())
             ctx.status, ctx.error_type = "error", "internal_error"
         finally:
-            self.metrics.inflight.dec()
+            self.metrics.inflight -= 1
             watcher = ctx.watcher
-            if watcher is not None and not watcher.done():
-                watcher.cancel()
+            if watcher is not None:
+                watcher.cancel()  # the timer, or the watching task
             self._finish(ctx)
 
     async def authenticate(self, ctx: Ctx, receive) -> KeyEntry:
@@ -266,7 +269,11 @@ class ProxyService:
             ctx.reservation = await self.budgets.reserve(record, self._estimate_usd(ctx, candidates[0]), ctx.ts)
         if self.tracer is not None:
             self._start_span(ctx)
-        ctx.watcher = asyncio.ensure_future(_watch_disconnect(receive, ctx, asyncio.current_task()))
+        # Client-disconnect watch, started only if the upstream part lasts (an instant answer
+        # never pays for the extra task).
+        ctx.watcher = asyncio.get_running_loop().call_later(
+            WATCH_DELAY, _start_watch, receive, ctx, asyncio.current_task()
+        )
         answer = await self._dispatch(ctx, candidates)
         if answer.stream:
             await self._relay_stream(ctx, send, answer)
@@ -377,13 +384,12 @@ class ProxyService:
         last_failure: tuple | None = None  # ("status", resp, body, cand) | ("timeout"|"connect", detail)
         skipped: list[str] = []
         metrics = self.metrics
+        pool = self.pool
         for candidate in candidates:
             if not self.breakers.allow(candidate.name):
                 skipped.append(candidate.name)
                 continue
             provider = candidate.provider
-            session = self.pool.session(provider.base_url)
-            url = upstream_url(provider, inc.path, inc.query)
             headers = upstream_headers(inc.headers, provider, inc.request_id, ctx.traceparent)
             data = self._body_for(ctx, candidate)
             if not data and method in ("GET", "HEAD", "DELETE", "OPTIONS"):
@@ -397,17 +403,12 @@ class ProxyService:
                     ctx.up_start = started
                 retry_after = None
                 try:
-                    resp = await session.request(method, url, data=data, headers=headers, allow_redirects=False)
-                except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-                    kind = _failure_kind(exc)
-                    last_failure = (kind, _describe(exc, provider.name))
-                    metrics.upstream_attempt(provider.name, kind, None)
-                else:
+                    resp = await pool.request(provider, method, inc.path, inc.query, headers, data)
                     status = resp.status
                     if status == 429 or status >= 500:
                         try:
-                            body = await resp.content.read(MAX_ERROR_BODY)
-                        except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+                            body = await resp.read(MAX_ERROR_BODY)
+                        except UpstreamError:
                             body = b""
                         resp.release()
                         retry_after = _retry_after(resp)
@@ -415,23 +416,23 @@ class ProxyService:
                         metrics.upstream_attempt(provider.name, "http_429" if status == 429 else "http_5xx", perf_counter() - started)
                     else:
                         ctx.up_headers = perf_counter()
-                        ctype = resp.headers.get("content-type", "")
+                        ctype = resp.content_type
                         if ctype.startswith("text/event-stream") or not _bufferable(resp, ctype):
                             self.breakers.success(candidate.name)
                             metrics.upstream_attempt(provider.name, "ok", ctx.up_headers - started)
                             return Answer(resp, None, candidate, True)
-                        try:
-                            body = await resp.read()
-                        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-                            resp.close()
-                            kind = _failure_kind(exc)
-                            last_failure = (kind, _describe(exc, provider.name))
-                            metrics.upstream_attempt(provider.name, kind, None)
-                        else:
-                            ctx.up_end = perf_counter()
-                            self.breakers.success(candidate.name)
-                            metrics.upstream_attempt(provider.name, "ok", ctx.up_end - started)
-                            return Answer(resp, body, candidate, False)
+                        body = await resp.read()
+                        resp.release()
+                        ctx.up_end = perf_counter()
+                        self.breakers.success(candidate.name)
+                        metrics.upstream_attempt(provider.name, "ok", ctx.up_end - started)
+                        return Answer(resp, body, candidate, False)
+                except UpstreamError as exc:
+                    last_failure = (exc.kind, _describe(exc, provider.name))
+                    metrics.upstream_attempt(provider.name, exc.kind, None)
+                except ValueError as exc:  # a provider URL/key the upstream client cannot use
+                    last_failure = ("connect_error", f"provider '{provider.name}' is misconfigured: {exc}")
+                    metrics.upstream_attempt(provider.name, "connect_error", None)
                 self.breakers.failure(candidate.name)
                 if attempt + 1 >= self.max_attempts or not self.breakers.allow(candidate.name):
                     break
@@ -476,7 +477,7 @@ class ProxyService:
         overhead = (now - ctx.t0) - upstream
         headers = relay_headers(resp.raw_headers)
         headers += self._own_headers(ctx, overhead)
-        headers.append((b"content-length", str(len(body)).encode()))
+        headers.append((b"content-length", b"%d" % len(body)))
         if not any(name == b"content-type" for name, _ in headers):
             headers.append((b"content-type", b"application/json"))
         ctx.done = True
@@ -488,7 +489,7 @@ class ProxyService:
         resp = answer.resp
         ctx.status_code = resp.status
         ctx.streamed = True
-        is_sse = resp.headers.get("content-type", "").startswith("text/event-stream")
+        is_sse = resp.content_type.startswith("text/event-stream")
         endpoint = ctx.endpoint
         mode = None
         if is_sse:
@@ -507,7 +508,7 @@ class ProxyService:
         try:
             await send({"type": "http.response.start", "status": resp.status, "headers": headers})
             try:
-                async for chunk in resp.content.iter_any():
+                async for chunk in resp.iter_chunks():
                     out = sse.feed(chunk) if sse is not None else chunk
                     if out:
                         if ctx.first_byte is None:
@@ -515,11 +516,11 @@ class ProxyService:
                         await send({"type": "http.response.body", "body": out, "more_body": True})
                 tail = sse.finish() if sse is not None else b""
                 clean_end = True
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            except UpstreamError as exc:
                 # Cut by the upstream: usage so far is recorded; the client gets an error event.
                 tail = sse.finish() if sse is not None and not sse.strip else b""
                 ctx.status = "incomplete"
-                ctx.error_type = "upstream_timeout" if isinstance(exc, asyncio.TimeoutError) else "upstream_disconnect"
+                ctx.error_type = "upstream_timeout" if exc.kind == "timeout" else "upstream_disconnect"
                 if is_sse:
                     tail += self._stream_error_event(ctx)
             ctx.up_end = perf_counter()
@@ -658,6 +659,11 @@ class ProxyService:
             await asyncio.gather(*self._background, return_exceptions=True)
 
 
+def _start_watch(receive, ctx: Ctx, task: asyncio.Task) -> None:
+    if not ctx.done:
+        ctx.watcher = asyncio.ensure_future(_watch_disconnect(receive, ctx, task))
+
+
 async def _watch_disconnect(receive, ctx: Ctx, task: asyncio.Task) -> None:
     """Cancels the request's task when the client goes away (which aborts the upstream call)."""
     try:
@@ -672,30 +678,22 @@ async def _watch_disconnect(receive, ctx: Ctx, task: asyncio.Task) -> None:
         return
 
 
-def _failure_kind(exc: BaseException) -> str:
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return "connect_error"
-    if isinstance(exc, asyncio.TimeoutError):
-        return "timeout"
-    return "connect_error"
-
-
-def _describe(exc: BaseException, provider: str) -> str:
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+def _describe(exc: UpstreamError, provider: str) -> str:
+    if isinstance(exc, ConnectTimeout):
         return f"connecting to provider '{provider}' timed out"
-    if isinstance(exc, asyncio.TimeoutError):
+    if exc.kind == "timeout":
         return f"provider '{provider}' did not answer in time"
-    return f"could not reach provider '{provider}' ({type(exc).__name__})"
+    return f"provider '{provider}': {exc}"
 
 
-def _retry_after(resp: aiohttp.ClientResponse) -> float | None:
-    value = resp.headers.get("retry-after-ms")
+def _retry_after(resp: Response) -> float | None:
+    value = resp.header(b"retry-after-ms")
     if value:
         try:
             return float(value) / 1000
         except ValueError:
             pass
-    value = resp.headers.get("retry-after")
+    value = resp.header(b"retry-after")
     if value:
         try:
             return float(value)
@@ -704,7 +702,7 @@ def _retry_after(resp: aiohttp.ClientResponse) -> float | None:
     return None
 
 
-def _bufferable(resp: aiohttp.ClientResponse, ctype: str) -> bool:
+def _bufferable(resp: Response, ctype: str) -> bool:
     """JSON/text answers of known, sane size are read whole (usage parsed); others are streamed."""
     if "json" not in ctype and not ctype.startswith("text/"):
         return False

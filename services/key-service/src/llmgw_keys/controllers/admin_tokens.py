@@ -38,10 +38,18 @@ class AdminTokensController(Controller):
         ),
         responses={
             201: ResponseSpec(
-                data_container=AdminTokenWithSecret, description="The token (shown once)", generate_examples=False,
-                examples=[Example(summary="example", value={**_TOKEN, "token": "llmgw-at-Ab3dEExampleOnly0000000000000000000"})],
+                data_container=AdminTokenWithSecret,
+                description="The token (shown once)",
+                generate_examples=False,
+                examples=[
+                    Example(
+                        summary="example", value={**_TOKEN, "token": "llmgw-at-Ab3dEExampleOnly0000000000000000000"}
+                    )
+                ],
             ),
-            **E401, **E403, **E422,
+            **E401,
+            **E403,
+            **E422,
         },
     )
     async def create_token(
@@ -50,7 +58,9 @@ class AdminTokensController(Controller):
         principal: PrincipalDep,
         data: Annotated[
             AdminTokenCreate,
-            Body(title="New token", examples=[Example(summary="analyst", value={"name": "grafana", "role": "analyst"})]),
+            Body(
+                title="New token", examples=[Example(summary="analyst", value={"name": "grafana", "role": "analyst"})]
+            ),
         ],
     ) -> AdminTokenWithSecret:
         return await service.create_token(runtime, principal, data)
@@ -60,9 +70,14 @@ class AdminTokensController(Controller):
         summary="List admin tokens",
         description="Every API-created token (revoked ones with `revoked_at`); never the token itself.",
         responses={
-            200: ResponseSpec(data_container=AdminTokenList, description="The tokens", generate_examples=False,
-                              examples=[Example(summary="example", value={"data": [_TOKEN]})]),
-            **E401, **E403,
+            200: ResponseSpec(
+                data_container=AdminTokenList,
+                description="The tokens",
+                generate_examples=False,
+                examples=[Example(summary="example", value={"data": [_TOKEN]})],
+            ),
+            **E401,
+            **E403,
         },
     )
     async def list_tokens(self, runtime: RuntimeDep) -> AdminTokenList:

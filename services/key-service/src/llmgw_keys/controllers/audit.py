@@ -28,17 +28,36 @@ class AuditController(Controller):
         ),
         responses={
             200: ResponseSpec(
-                data_container=AuditList, description="A page of audit entries", generate_examples=False,
-                examples=[Example(summary="example", value={
-                    "data": [{
-                        "id": 42, "at": "2026-11-23T10:00:00Z", "actor": "bootstrap", "action": "key.rotated",
-                        "target_type": "key", "target_id": "6f1c2a9e-3b7d-4c1e-9a55-0d2f8e41b7c3",
-                        "details": {"old_prefix": "sk-llmgw-Xy3Zq", "new_prefix": "sk-llmgw-Pq8Rt", "grace_seconds": 0},
-                    }],
-                    "next_cursor": None,
-                })],
+                data_container=AuditList,
+                description="A page of audit entries",
+                generate_examples=False,
+                examples=[
+                    Example(
+                        summary="example",
+                        value={
+                            "data": [
+                                {
+                                    "id": 42,
+                                    "at": "2026-11-23T10:00:00Z",
+                                    "actor": "bootstrap",
+                                    "action": "key.rotated",
+                                    "target_type": "key",
+                                    "target_id": "6f1c2a9e-3b7d-4c1e-9a55-0d2f8e41b7c3",
+                                    "details": {
+                                        "old_prefix": "sk-llmgw-Xy3Zq",
+                                        "new_prefix": "sk-llmgw-Pq8Rt",
+                                        "grace_seconds": 0,
+                                    },
+                                }
+                            ],
+                            "next_cursor": None,
+                        },
+                    )
+                ],
             ),
-            **E401, **E403, **E422,
+            **E401,
+            **E403,
+            **E422,
         },
     )
     async def list_audit(

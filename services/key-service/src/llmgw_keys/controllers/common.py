@@ -11,7 +11,6 @@ from llmgw_keys.errors import Invalid
 from llmgw_keys.runtime import Principal, Runtime
 from llmgw_keys.schemas import ErrorResponse
 
-
 RuntimeDep = NamedDependency[Runtime]
 PrincipalDep = NamedDependency[Principal]
 
@@ -36,10 +35,22 @@ def _error(status: int, error_type: str, message: str, description: str) -> Resp
 E401 = {401: _error(401, "authentication_error", "invalid or revoked admin token", "Missing or invalid admin token")}
 E403 = {403: _error(403, "permission_error", "the 'analyst' role may not do this", "The token's role may not do this")}
 E404 = {404: _error(404, "not_found_error", "key not found", "No such object")}
-E409 = {409: _error(409, "conflict_error", "key is revoked; a revoked key cannot be changed or re-activated",
-                    "The object's state does not allow this")}
-E422 = {422: _error(422, "invalid_request_error", "rpm_limit: Expected `int` >= 1",
-                    "The request does not validate (types, ranges, unknown fields)")}
+E409 = {
+    409: _error(
+        409,
+        "conflict_error",
+        "key is revoked; a revoked key cannot be changed or re-activated",
+        "The object's state does not allow this",
+    )
+}
+E422 = {
+    422: _error(
+        422,
+        "invalid_request_error",
+        "rpm_limit: Expected `int` >= 1",
+        "The request does not validate (types, ranges, unknown fields)",
+    )
+}
 
 
 def check_filter(value: str | None, name: str, max_length: int = 200) -> str | None:

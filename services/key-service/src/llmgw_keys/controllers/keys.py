@@ -61,7 +61,9 @@ class KeysController(Controller):
         ),
         responses={
             201: _ok(KeyWithSecret, {**_RECORD, "key": _SECRET}, "The key, with its secret (shown once)"),
-            **E401, **E403, **E422,
+            **E401,
+            **E403,
+            **E422,
         },
     )
     async def create_key(
@@ -107,9 +109,13 @@ class KeysController(Controller):
         ),
         opt={"roles": READERS},
         responses={
-            200: _ok(KeyList, {"data": [_RECORD], "next_cursor": "WyIyMDI2LTExLTIzVDEwOjAwOjAwKzAwOjAwIiwiNmYxYyJd"},
-                     "A page of keys"),
-            **E401, **E422,
+            200: _ok(
+                KeyList,
+                {"data": [_RECORD], "next_cursor": "WyIyMDI2LTExLTIzVDEwOjAwOjAwKzAwOjAwIiwiNmYxYyJd"},
+                "A page of keys",
+            ),
+            **E401,
+            **E422,
         },
     )
     async def list_keys(
@@ -135,7 +141,7 @@ class KeysController(Controller):
     @get(
         "/{key_id:str}",
         summary="Get a virtual key",
-        description="One key by id. A revoked key still reads back, with `status: \"revoked\"`. Admins and analysts.",
+        description='One key by id. A revoked key still reads back, with `status: "revoked"`. Admins and analysts.',
         opt={"roles": READERS},
         responses={200: _ok(KeyOut, _RECORD, "The key"), **E401, **E404},
     )
@@ -153,7 +159,11 @@ class KeysController(Controller):
         ),
         responses={
             200: _ok(KeyOut, {**_RECORD, "rpm_limit": None, "updated_at": "2026-11-23T11:00:00Z"}, "The updated key"),
-            **E401, **E403, **E404, **E409, **E422,
+            **E401,
+            **E403,
+            **E404,
+            **E409,
+            **E422,
         },
     )
     async def update_key(
@@ -185,9 +195,16 @@ class KeysController(Controller):
             "A revoked key cannot be rotated (409). Publishes `KeyChanged(rotated)`."
         ),
         responses={
-            200: _ok(KeyWithSecret, {**_RECORD, "prefix": "sk-llmgw-Pq8Rt", "key": "sk-llmgw-Pq8RtExampleOnly000000000000000000000"},
-                     "The key with its new secret (shown once)"),
-            **E401, **E403, **E404, **E409, **E422,
+            200: _ok(
+                KeyWithSecret,
+                {**_RECORD, "prefix": "sk-llmgw-Pq8Rt", "key": "sk-llmgw-Pq8RtExampleOnly000000000000000000000"},
+                "The key with its new secret (shown once)",
+            ),
+            **E401,
+            **E403,
+            **E404,
+            **E409,
+            **E422,
         },
     )
     async def rotate_key(

@@ -30,7 +30,9 @@ _PROVIDER = {
 
 def _ok(container, value, description: str) -> ResponseSpec:
     return ResponseSpec(
-        data_container=container, description=description, generate_examples=False,
+        data_container=container,
+        description=description,
+        generate_examples=False,
         examples=[Example(summary="example", value=value)],
     )
 
@@ -70,7 +72,7 @@ class ProvidersController(Controller):
             "Creates or replaces the provider `name` (letters, digits, `_`, `-`). `kind`: `openai`, "
             "`anthropic` or `openai-compatible` (vLLM, Ollama, Azure-style endpoints). `base_url` with `/v1` "
             "for openai kinds, without for anthropic. `api_key` is encrypted at rest (Fernet); omit it to keep "
-            "the stored one, send `\"\"` to clear it. Publishes `KeyChanged(providers)` (proxies drop everything)."
+            'the stored one, send `""` to clear it. Publishes `KeyChanged(providers)` (proxies drop everything).'
         ),
         responses={200: _ok(ProviderOut, _PROVIDER, "The stored provider"), **E401, **E403, **E422},
     )

@@ -50,11 +50,16 @@ class RoutesController(Controller):
         ),
         responses={
             200: ResponseSpec(
-                data_container=RouteList, description="The routing table", generate_examples=False,
-                examples=[Example(summary="configured", value={**_TABLE, "source": "configured"}),
-                          Example(summary="defaults", value=_DEFAULT)],
+                data_container=RouteList,
+                description="The routing table",
+                generate_examples=False,
+                examples=[
+                    Example(summary="configured", value={**_TABLE, "source": "configured"}),
+                    Example(summary="defaults", value=_DEFAULT),
+                ],
             ),
-            **E401, **E403,
+            **E401,
+            **E403,
         },
     )
     async def get_routes(self, runtime: RuntimeDep) -> RouteList:
@@ -64,16 +69,20 @@ class RoutesController(Controller):
         "/",
         summary="Replace the routing table",
         description=(
-            "Replaces the whole table (body `{\"data\": [...]}`, or the bare list). Every deployment's "
+            'Replaces the whole table (body `{"data": [...]}`, or the bare list). Every deployment\'s '
             "provider must exist (422 otherwise); a model may appear once. An empty list restores the "
             "defaults. Publishes `KeyChanged(routes)`: proxies drop every cached answer."
         ),
         responses={
             200: ResponseSpec(
-                data_container=RouteList, description="The stored table", generate_examples=False,
+                data_container=RouteList,
+                description="The stored table",
+                generate_examples=False,
                 examples=[Example(summary="configured", value={**_TABLE, "source": "configured"})],
             ),
-            **E401, **E403, **E422,
+            **E401,
+            **E403,
+            **E422,
         },
     )
     async def put_routes(

@@ -6,10 +6,10 @@ import hmac
 import secrets
 
 import msgspec
+from llmgw_common.contract import hash_secret
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from llmgw_common.contract import hash_secret
 from llmgw_keys.errors import NotFound
 from llmgw_keys.models import AdminToken
 from llmgw_keys.runtime import Principal, Runtime
@@ -48,7 +48,11 @@ async def create_token(runtime: Runtime, principal: Principal, data: AdminTokenC
         tx.session.add(row)
         await tx.session.flush()
         audit.record(
-            tx.session, principal.id, "admin_token.created", "admin_token", row.id,
+            tx.session,
+            principal.id,
+            "admin_token.created",
+            "admin_token",
+            row.id,
             {"name": row.name, "role": row.role, "prefix": row.prefix},
         )
     return AdminTokenWithSecret(**msgspec.structs.asdict(_out(row)), token=token)
@@ -56,7 +60,9 @@ async def create_token(runtime: Runtime, principal: Principal, data: AdminTokenC
 
 async def list_tokens(runtime: Runtime) -> AdminTokenList:
     async with runtime.session_factory() as session:
-        rows = (await session.execute(select(AdminToken).order_by(AdminToken.created_at, AdminToken.id))).scalars().all()
+        rows = (
+            (await session.execute(select(AdminToken).order_by(AdminToken.created_at, AdminToken.id))).scalars().all()
+        )
     return AdminTokenList(data=[_out(row) for row in rows])
 
 

@@ -12,14 +12,15 @@ import logging
 from collections.abc import Callable
 from datetime import timedelta
 
+from llmgw_common import contract
+from llmgw_common.messaging import ensure_streams
+from llmgw_common.telemetry import inject_headers
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from opentelemetry import trace
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from llmgw_common import contract
-from llmgw_common.telemetry import inject_headers
 from llmgw_keys.models import Outbox
 from llmgw_keys.util import new_id, utcnow
 
@@ -89,21 +90,29 @@ class EventPublisher:
                 log.warning("outbox cleanup failed (%s)", type(exc).__name__)
 
     async def retry_pending(self, min_age_seconds: float = 1.0, batch: int = 100) -> int:
-        """Publish what is still in the outbox (older than ``min_age_seconds``). Returns how many."""
+        """Publish what is still in the outbox (older than ``min_age_seconds``). Returns how many.
+
+        When some still fail while connected, the stream is (re)declared: NATS may have come back
+        without its storage."""
         if self.js is None or self.nc is None or not self.nc.is_connected:
             return 0
         sent = 0
+        failed: list[str] = []
         async with self.session_factory() as session, session.begin():
             rows = (
-                await session.execute(
-                    select(Outbox)
-                    .where(Outbox.created_at < utcnow() - timedelta(seconds=min_age_seconds))
-                    .order_by(Outbox.created_at)
-                    .limit(batch)
-                    .with_for_update(skip_locked=True)
+                (
+                    await session.execute(
+                        select(Outbox)
+                        .where(Outbox.created_at < utcnow() - timedelta(seconds=min_age_seconds))
+                        .order_by(Outbox.created_at)
+                        .limit(batch)
+                        .with_for_update(skip_locked=True)
+                    )
                 )
-            ).scalars().all()
-            done, failed = [], []
+                .scalars()
+                .all()
+            )
+            done = []
             for row in rows:
                 if await self._publish_one(row.id, row.payload.encode()):
                     done.append(row.id)
@@ -114,6 +123,11 @@ class EventPublisher:
             if failed:
                 await session.execute(update(Outbox).where(Outbox.id.in_(failed)).values(attempts=Outbox.attempts + 1))
             sent = len(done)
+        if failed and self.nc.is_connected:
+            try:
+                await ensure_streams(self.js, contract.STREAM_KEY_EVENTS)
+            except Exception as exc:  # noqa: BLE001
+                log.warning("could not declare stream %s (%s)", contract.STREAM_KEY_EVENTS, type(exc).__name__)
         if sent:
             log.info("published %d key-change event(s) from the outbox", sent)
         return sent

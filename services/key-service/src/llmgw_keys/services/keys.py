@@ -8,17 +8,26 @@ from decimal import Decimal
 from typing import Any
 
 import msgspec
+from llmgw_common import contract
+from llmgw_common.contract import hash_secret
 from sqlalchemy import and_, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from llmgw_common import contract
-from llmgw_common.contract import hash_secret
 from llmgw_keys.errors import Conflict, Invalid, NotFound
 from llmgw_keys.models import PreviousKeyHash, VirtualKey
 from llmgw_keys.runtime import Principal, Runtime, Tx
 from llmgw_keys.schemas import KeyCreate, KeyList, KeyOut, KeyRotate, KeyUpdate, KeyWithSecret
 from llmgw_keys.services import audit
-from llmgw_keys.util import as_utc, check_json_value, check_path_id, decode_cursor, dedupe, encode_cursor, new_id, utcnow
+from llmgw_keys.util import (
+    as_utc,
+    check_json_value,
+    check_path_id,
+    decode_cursor,
+    dedupe,
+    encode_cursor,
+    new_id,
+    utcnow,
+)
 
 SECRET_PREFIX = "sk-llmgw-"
 #: "sk-llmgw-" plus 5 random characters: recognisable, useless to an attacker
@@ -91,8 +100,10 @@ def _budget(value: float | None) -> Decimal | None:
 async def all_hashes(session: AsyncSession, row: VirtualKey) -> list[str]:
     """The current hash and every previous one: what any proxy may have cached for this key."""
     previous = (
-        await session.execute(select(PreviousKeyHash.key_hash).where(PreviousKeyHash.key_id == row.id))
-    ).scalars().all()
+        (await session.execute(select(PreviousKeyHash.key_hash).where(PreviousKeyHash.key_id == row.id)))
+        .scalars()
+        .all()
+    )
     return [row.key_hash, *previous]
 
 
@@ -250,8 +261,10 @@ async def update_key(runtime: Runtime, principal: Principal, key_id: str, data: 
             elif name == "expires_at":
                 value = as_utc(value)
             setattr(row, name, value)
-            changes[name] = float(value) if isinstance(value, Decimal) else (
-                value.isoformat() if isinstance(value, datetime) else value
+            changes[name] = (
+                float(value)
+                if isinstance(value, Decimal)
+                else (value.isoformat() if isinstance(value, datetime) else value)
             )
         # Extending the expiry of an expired key re-activates it; moving it into the past expires it.
         row.status = "expired" if row.expires_at is not None and row.expires_at <= now else "active"
@@ -278,7 +291,9 @@ async def rotate_key(runtime: Runtime, principal: Principal, key_id: str, data: 
         now = utcnow()
         grace_until = now + timedelta(seconds=data.grace_seconds)
         tx.session.add(
-            PreviousKeyHash(key_hash=row.key_hash, key_id=row.id, prefix=row.prefix, rotated_at=now, grace_until=grace_until)
+            PreviousKeyHash(
+                key_hash=row.key_hash, key_id=row.id, prefix=row.prefix, rotated_at=now, grace_until=grace_until
+            )
         )
         old_prefix = row.prefix
         row.key_hash = hash_secret(secret)
@@ -321,25 +336,27 @@ async def expire_due(tx: Tx) -> list[str]:
     (the conditional UPDATE takes each row exactly once)."""
     now = utcnow()
     rows = (
-        await tx.session.execute(
-            select(VirtualKey)
-            .where(
-                and_(
-                    VirtualKey.status == "active",
-                    VirtualKey.revoked_at.is_(None),
-                    VirtualKey.expires_at.is_not(None),
-                    VirtualKey.expires_at <= now,
+        (
+            await tx.session.execute(
+                select(VirtualKey)
+                .where(
+                    and_(
+                        VirtualKey.status == "active",
+                        VirtualKey.revoked_at.is_(None),
+                        VirtualKey.expires_at.is_not(None),
+                        VirtualKey.expires_at <= now,
+                    )
                 )
+                .limit(500)
+                .with_for_update(skip_locked=True)
             )
-            .limit(500)
-            .with_for_update(skip_locked=True)
         )
-    ).scalars().all()
+        .scalars()
+        .all()
+    )
     for row in rows:
         row.status = "expired"
-        audit.record(
-            tx.session, "system", "key.expired", "key", row.id, {"expires_at": row.expires_at.isoformat()}
-        )
+        audit.record(tx.session, "system", "key.expired", "key", row.id, {"expires_at": row.expires_at.isoformat()})
         tx.emit(contract.KeyChanged(action="expired", key_id=row.id, key_hashes=await all_hashes(tx.session, row)))
     return [row.id for row in rows]
 

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import msgspec
+from llmgw_common import contract
+from llmgw_common.telemetry import extract_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
-from llmgw_common import contract
-from llmgw_common.telemetry import extract_context
 from llmgw_keys.models import RouteTable
 from llmgw_keys.runtime import Runtime
 from llmgw_keys.services import admin_tokens, keys, providers, routes
@@ -69,7 +69,9 @@ class Responder:
         nc = self.runtime.nc
         self._subs = [
             await nc.subscribe(contract.SUBJECT_KEY_LOOKUP, queue=contract.QUEUE_GROUP_KEY_SERVICE, cb=self._on_lookup),
-            await nc.subscribe(contract.SUBJECT_AUTH_VERIFY, queue=contract.QUEUE_GROUP_KEY_SERVICE, cb=self._on_verify),
+            await nc.subscribe(
+                contract.SUBJECT_AUTH_VERIFY, queue=contract.QUEUE_GROUP_KEY_SERVICE, cb=self._on_verify
+            ),
             # No queue group: every replica must see every change.
             await nc.subscribe(contract.SUBJECT_KEY_CHANGED, cb=self._on_changed),
         ]
@@ -159,12 +161,15 @@ class Responder:
             self.cache.put(key_hash, NOT_FOUND, generation)
             return NOT_FOUND
         row, grace_until = found
-        shared = await self.shared()
         now = utcnow()
         record = keys.to_record(row, grace_until, now)
-        data = contract.encode(
-            contract.KeyLookupReply(found=True, key=record, providers=shared.providers, routes=shared.routes)
-        )
+        if record.status == "active":
+            shared = await self.shared()
+            reply = contract.KeyLookupReply(found=True, key=record, providers=shared.providers, routes=shared.routes)
+        else:
+            # Revoked/expired: the status is all the proxy needs (a precise 401); no credentials.
+            reply = contract.KeyLookupReply(found=True, key=record)
+        data = contract.encode(reply)
         # Never cache past a moment at which the answer changes by itself.
         deadlines: list[datetime] = []
         if record.status == "active" and record.expires_at is not None:

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+
 import msgspec
 from cryptography.fernet import InvalidToken, MultiFernet
+from llmgw_common import contract
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from llmgw_common import contract
 from llmgw_keys.crypto import mask_secret
 from llmgw_keys.errors import Conflict, NotFound
 from llmgw_keys.models import Provider, RouteTable
@@ -73,8 +74,13 @@ def _env_out(provider: EnvProvider) -> ProviderOut:
     )
 
 
-async def known_provider_names(session: AsyncSession, settings: Settings) -> set[str]:
-    rows = (await session.execute(select(Provider.name))).scalars().all()
+async def known_provider_names(session: AsyncSession, settings: Settings, *, lock: bool = False) -> set[str]:
+    """Provider names (database and environment). ``lock``: hold a share lock on the rows until
+    the transaction ends, so a concurrent DELETE cannot remove a provider a new route uses."""
+    query = select(Provider.name)
+    if lock:
+        query = query.with_for_update(read=True)
+    rows = (await session.execute(query)).scalars().all()
     return set(rows) | set(env_providers(settings))
 
 
@@ -208,10 +214,14 @@ async def rotate_encryption(session_factory, cipher: MultiFernet) -> tuple[int, 
     try:
         async with session_factory() as session, session.begin():
             rows = (
-                await session.execute(
-                    select(Provider).where(Provider.api_key_encrypted.is_not(None)).with_for_update()
+                (
+                    await session.execute(
+                        select(Provider).where(Provider.api_key_encrypted.is_not(None)).with_for_update()
+                    )
                 )
-            ).scalars().all()
+                .scalars()
+                .all()
+            )
             rotated: list[tuple[Provider, str]] = []
             for row in rows:
                 try:

@@ -13,9 +13,9 @@ from typing import Any
 
 import msgspec
 import yaml
+from llmgw_common import contract
 from sqlalchemy.dialects.postgresql import insert
 
-from llmgw_common import contract
 from llmgw_keys.errors import Invalid
 from llmgw_keys.models import RouteTable
 from llmgw_keys.runtime import Principal, Runtime
@@ -81,7 +81,7 @@ async def get_routes(runtime: Runtime) -> RouteList:
 async def put_routes(runtime: Runtime, principal: Principal, routes: list[RouteIn]) -> RouteList:
     normalised = _normalise(routes)
     async with runtime.transaction() as tx:
-        known = await known_provider_names(tx.session, runtime.settings)
+        known = await known_provider_names(tx.session, runtime.settings, lock=True)
         unknown = sorted({d["provider"] for r in normalised for d in r["deployments"]} - known)
         if unknown:
             raise Invalid(f"routes: unknown provider(s) {unknown}; create them with PUT /v1/providers/{{name}} first")
@@ -145,7 +145,11 @@ async def seed_from_file(runtime: Runtime) -> bool:
         seeded = result.first() is not None
         if seeded:
             audit.record(
-                tx.session, "system", "routes.seeded", "routes", None,
+                tx.session,
+                "system",
+                "routes.seeded",
+                "routes",
+                None,
                 {"file": str(path), "models": [r["model"] for r in normalised]},
             )
             tx.emit(contract.KeyChanged(action="routes"))

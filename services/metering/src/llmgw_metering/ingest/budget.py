@@ -79,8 +79,17 @@ async def _bounded_gather(coros, limit: int = 32) -> list:
 
 
 class BudgetSync:
-    def __init__(self, js: JetStreamContext, engine: AsyncEngine, *, reconcile_seconds: float, window_seconds: float):
+    def __init__(
+        self,
+        js: JetStreamContext,
+        engine: AsyncEngine,
+        *,
+        reconcile_seconds: float,
+        window_seconds: float,
+        min_interval: float = 0.25,
+    ):
         self._js = js
+        self._min_interval = min_interval
         self._engine = engine
         self._reconcile_seconds = reconcile_seconds
         self._window_seconds = window_seconds
@@ -132,6 +141,9 @@ class BudgetSync:
         while True:
             await self._wake.wait()
             self._wake.clear()
+            # Coalesce: one KV round per (key, period) per interval, however many batches committed.
+            if not self._stopping:
+                await asyncio.sleep(self._min_interval)
             while self._pending:
                 batch, self._pending = self._pending, {}
                 try:

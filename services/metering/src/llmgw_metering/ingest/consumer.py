@@ -41,6 +41,7 @@ from llmgw_common.messaging import ensure_streams
 from llmgw_common.telemetry import extract_context
 from llmgw_metering import metrics
 from llmgw_metering.ingest.budget import BudgetSync
+from llmgw_metering.ingest.natsfast import install_fast_header_parser
 from llmgw_metering.ingest.prepare import Prepared, prepare
 from llmgw_metering.ingest.puller import ConsumerGone, Puller
 from llmgw_metering.ingest.writer import BatchWriter, TransientDbError, WriteResult
@@ -115,6 +116,7 @@ class UsageConsumer:
 
     # --- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
+        install_fast_header_parser(self._nc)
         await ensure_streams(self._js, STREAM_USAGE, STREAM_DEAD_LETTER)
         await self._ensure_consumer()
         self._puller = Puller(self._nc, STREAM_USAGE, CONSUMER_METERING)

@@ -1,26 +1,27 @@
-"""The upstream HTTP hop: one pooled aiohttp session per provider base URL, header rules, URLs.
+"""The upstream hop: one keep-alive pool per provider origin (see :mod:`.http1`), the header rules
+and the URL mapping.
 
-aiohttp directly (not httpx): measured on this hardware, httpx's default pool collapses under
-concurrency (~220 req/s at 64 connections) while aiohttp sustains ~2,200 req/s (issue 4).
+URLs: OpenAI-kind base URLs end with ``/v1`` (as the openai SDK takes them), so the client's path
+after ``/v1`` is appended; Anthropic base URLs have no ``/v1`` (as the anthropic SDK takes them),
+so the whole path is appended.
 """
 
 from __future__ import annotations
 
 import logging
 
-import aiohttp
-
 from llmgw_common.contract import ProviderCredential
+from llmgw_proxy.domain.upstream.http1 import HostPool, Origin, Response, build_request, parse_base_url
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ANTHROPIC_VERSION = "2023-06-01"
+DEFAULT_ANTHROPIC_VERSION = b"2023-06-01"
 
 #: request headers never forwarded: hop-by-hop, the client's credentials, what the proxy sets itself
 _DROP_REQUEST = frozenset(
     {
         b"host", b"content-length", b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization",
-        b"te", b"trailer", b"trailers", b"transfer-encoding", b"upgrade", b"expect",
+        b"proxy-connection", b"te", b"trailer", b"trailers", b"transfer-encoding", b"upgrade", b"expect",
         b"authorization", b"x-api-key", b"api-key", b"cookie", b"openai-organization", b"openai-project",
         b"accept-encoding", b"x-request-id", b"forwarded", b"x-forwarded-for", b"x-forwarded-host",
         b"x-forwarded-proto", b"x-real-ip", b"traceparent", b"tracestate",
@@ -38,52 +39,73 @@ _UPSTREAM_ID = frozenset({b"x-request-id", b"request-id"})
 
 class UpstreamPool:
     def __init__(self, settings) -> None:
-        self.timeout = aiohttp.ClientTimeout(
-            total=None,
-            connect=settings.upstream_connect_timeout,
-            sock_connect=settings.upstream_connect_timeout,
-            sock_read=settings.upstream_read_timeout,
-        )
+        self.connect_timeout = settings.upstream_connect_timeout
+        self.read_timeout = settings.upstream_read_timeout
         self.limit = settings.upstream_connection_limit
-        self._sessions: dict[str, aiohttp.ClientSession] = {}
+        self.keepalive = settings.upstream_keepalive_seconds
+        self._pools: dict[str, HostPool] = {}
 
-    def session(self, base_url: str) -> aiohttp.ClientSession:
-        session = self._sessions.get(base_url)
-        if session is None:
-            connector = aiohttp.TCPConnector(
-                limit=self.limit, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=60, enable_cleanup_closed=False
+    def pool(self, origin: Origin) -> HostPool:
+        pool = self._pools.get(origin.key)
+        if pool is None:
+            pool = self._pools[origin.key] = HostPool(
+                origin, limit=self.limit, connect_timeout=self.connect_timeout, read_timeout=self.read_timeout,
+                keepalive=self.keepalive,
             )
-            session = aiohttp.ClientSession(
-                connector=connector,
-                timeout=self.timeout,
-                auto_decompress=True,
-                skip_auto_headers=("User-Agent",),
-                trust_env=False,
-            )
-            self._sessions[base_url] = session
-        return session
+        return pool
+
+    async def request(
+        self, provider: ProviderCredential, method: str, path: str, query: bytes, headers: list[bytes], body: bytes | None
+    ) -> Response:
+        """Send one request to ``provider``; returns when the response headers arrived."""
+        origin, prefix = _target(provider)
+        target = prefix + path[3:] if provider.kind != "anthropic" else prefix + path
+        if query:
+            target += "?" + query.decode("latin-1")
+        data = build_request(method, target, origin.host_header, headers, body)
+        return await self.pool(origin).request(data, head=method == "HEAD")
 
     async def close(self) -> None:
-        sessions, self._sessions = list(self._sessions.values()), {}
-        for session in sessions:
-            await session.close()
+        pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:
+            pool.close()
 
 
-_url_bases: dict[tuple[str, str], str] = {}
+_targets: dict[tuple[str, str], tuple[Origin, str]] = {}
 
 
-def upstream_url(provider: ProviderCredential, path: str, query: bytes) -> str:
-    """OpenAI-kind base URLs end with ``/v1`` (as the openai SDK takes them); Anthropic's do not."""
-    base = _url_bases.get((provider.base_url, provider.kind))
-    if base is None:
-        base = provider.base_url.rstrip("/")
-        if provider.kind != "anthropic" and base.endswith("/v1"):
-            base = base[:-3]
-        _url_bases[(provider.base_url, provider.kind)] = base
-    url = base + path
-    if query:
-        url += "?" + query.decode("latin-1")
-    return url
+def _target(provider: ProviderCredential) -> tuple[Origin, str]:
+    key = (provider.base_url, provider.kind)
+    hit = _targets.get(key)
+    if hit is None:
+        origin, path = parse_base_url(provider.base_url)
+        if provider.kind != "anthropic" and not path.endswith("/v1"):
+            # an OpenAI-compatible base URL without /v1 (e.g. ".../api"): keep the client's /v1
+            path = path + "/v1"
+        hit = _targets[key] = (origin, path)
+    return hit
+
+
+_auth_lines: dict[tuple[str, str], list[bytes]] = {}
+
+
+def _credential_lines(provider: ProviderCredential) -> list[bytes]:
+    key = (provider.api_key, provider.kind)
+    lines = _auth_lines.get(key)
+    if lines is None:
+        secret = provider.api_key.encode("latin-1", "replace")
+        if b"\r" in secret or b"\n" in secret:
+            raise ValueError(f"provider {provider.name!r} has an API key with line breaks")
+        if not secret:
+            lines = []
+        elif provider.kind == "anthropic":
+            lines = [b"x-api-key: " + secret + b"\r\n"]
+        else:
+            lines = [b"authorization: Bearer " + secret + b"\r\n"]
+        if len(_auth_lines) > 1000:
+            _auth_lines.clear()
+        _auth_lines[key] = lines
+    return lines
 
 
 def upstream_headers(
@@ -91,32 +113,31 @@ def upstream_headers(
     provider: ProviderCredential,
     request_id: str,
     traceparent: str | None,
-) -> dict[str, str]:
-    headers: dict[str, str] = {}
+) -> list[bytes]:
+    """The client's headers minus hop-by-hop and credentials, plus the provider's key."""
+    lines: list[bytes] = []
+    has_version = False
     for name, value in client_headers:
         if name in _DROP_REQUEST or name.startswith(b"x-llmgw-"):
             continue
-        headers[name.decode("latin-1")] = value.decode("latin-1")
-    if provider.kind == "anthropic":
-        if provider.api_key:
-            headers["x-api-key"] = provider.api_key
-        headers.setdefault("anthropic-version", DEFAULT_ANTHROPIC_VERSION)
-    elif provider.api_key:
-        headers["authorization"] = "Bearer " + provider.api_key
-    headers["accept-encoding"] = "identity"
-    headers["x-request-id"] = request_id
+        if name == b"anthropic-version":
+            has_version = True
+        lines.append(name + b": " + value + b"\r\n")
+    lines.extend(_credential_lines(provider))
+    if provider.kind == "anthropic" and not has_version:
+        lines.append(b"anthropic-version: " + DEFAULT_ANTHROPIC_VERSION + b"\r\n")
+    lines.append(b"accept-encoding: identity\r\nx-request-id: " + request_id.encode("latin-1") + b"\r\n")
     if traceparent:
-        headers["traceparent"] = traceparent
-    return headers
+        lines.append(b"traceparent: " + traceparent.encode("latin-1") + b"\r\n")
+    return lines
 
 
-def relay_headers(raw_headers) -> list[tuple[bytes, bytes]]:
-    """The upstream response headers the client gets (lower-cased names)."""
+def relay_headers(raw_headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The upstream response headers the client gets (names are lower-case already)."""
     out = []
     for name, value in raw_headers:
-        lname = name.lower()
-        if lname in _KEEP_RESPONSE or lname.startswith(_KEEP_RESPONSE_PREFIXES):
-            out.append((lname, value))
-        elif lname in _UPSTREAM_ID:
+        if name in _KEEP_RESPONSE or name.startswith(_KEEP_RESPONSE_PREFIXES):
+            out.append((name, value))
+        elif name in _UPSTREAM_ID:
             out.append((b"x-upstream-request-id", value))
     return out

@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 _encode = msgspec.json.Encoder().encode
 ADOPT_EVERY = 30.0
+#: after a wake-up with a part-full batch, wait this long for more events
+LINGER = 0.005
 
 
 class UsagePublisher:
@@ -43,6 +45,7 @@ class UsagePublisher:
         self.queue: deque[tuple[contract.UsageEvent, dict | None]] = deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self._ticker: asyncio.Task | None = None
         self._stopping = False
         self._batch: list[tuple[bytes, str, str, dict | None]] = []
         self._last_replay = 0.0
@@ -65,11 +68,20 @@ class UsagePublisher:
     # --- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="usage-publisher")
+        self._ticker = asyncio.create_task(self._tick(), name="usage-publisher-ticker")
+
+    async def _tick(self) -> None:
+        """Wakes the loop periodically so a spool gets replayed without new traffic."""
+        while True:
+            await asyncio.sleep(self.replay_interval)
+            self._wake.set()
 
     async def stop(self) -> None:
         """Flush: JetStream if it acks in time, else the spool. Nothing is dropped."""
         self._stopping = True
         self._wake.set()
+        if self._ticker is not None:
+            self._ticker.cancel()
         if self._task is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(self._task), timeout=self.flush_timeout)
@@ -101,10 +113,10 @@ class UsagePublisher:
                         await self._replay()
                     return
                 self._wake.clear()
-                try:
-                    await asyncio.wait_for(self._wake.wait(), timeout=self.replay_interval)
-                except asyncio.TimeoutError:
-                    pass
+                await self._wake.wait()  # set by submit(), stop() or the ticker
+                if self.queue and len(self.queue) < self.batch_size and not self._stopping:
+                    # Let a few more events arrive: fewer wake-ups, writes and ack rounds per event.
+                    await asyncio.sleep(LINGER)
             try:
                 if self.queue:
                     await self._drain_batch()
@@ -154,7 +166,7 @@ class UsagePublisher:
             if headers:
                 hdrs.update(headers)
             try:
-                future = await js.publish_async(subject, payload, headers=hdrs, wait_stall=self.ack_timeout)
+                future = await js.publish_async(subject, payload, headers=hdrs)
             except Exception:  # noqa: BLE001 - disconnected, buffer full, stalled
                 failed.append(item)
                 continue

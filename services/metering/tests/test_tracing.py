@@ -1,0 +1,42 @@
+"""Trace context from the producer's NATS headers: one consume span per message (its child), one
+DB insert span per batch linked to every message. Runs last: it installs the SDK tracer provider."""
+
+from __future__ import annotations
+
+from opentelemetry import trace
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+from helpers import event, new_key, publish, wait_requests
+from llmgw_common.telemetry import inject_headers, setup_tracing
+
+
+async def test_consume_and_insert_spans(client, nc):
+    exporter = InMemorySpanExporter()
+    provider = setup_tracing("metering-tests", exporter=exporter)
+    assert provider is not None
+    tracer = trace.get_tracer("edge-proxy-stand-in")
+    key = new_key()
+    producer_contexts = []
+    for _ in range(3):
+        with tracer.start_as_current_span("POST /v1/chat/completions", kind=SpanKind.SERVER) as span:
+            ev = event(key_id=key)
+            await publish(nc, [ev], headers=inject_headers({}))
+            producer_contexts.append(span.get_span_context())
+    await wait_requests(client, key, 3)
+    await client.app.state.budget.flush()
+    provider.force_flush()
+    spans = exporter.get_finished_spans()
+    trace_ids = {c.trace_id for c in producer_contexts}
+    consume = [s for s in spans if s.kind == SpanKind.CONSUMER and s.context.trace_id in trace_ids]
+    assert len(consume) == 3
+    for span in consume:
+        assert span.name == "process llmgw.v1.usage.openai"
+        assert span.parent is not None and span.parent.span_id in {c.span_id for c in producer_contexts}
+        assert span.attributes["messaging.system"] == "nats"
+        assert span.attributes["messaging.operation.type"] == "process"
+        assert span.attributes["messaging.consumer.group.name"] == "metering"
+    inserts = [s for s in spans if s.name == "INSERT metering.usage_events"]
+    linked = {link.context.span_id for s in inserts for link in s.links}
+    assert {c.span_id for c in producer_contexts} <= linked
+    assert all(s.kind == SpanKind.CLIENT and s.attributes["db.system.name"] == "postgresql" for s in inserts)
