@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,7 +26,10 @@ def main(dirs: list[str]) -> int:
         print(f"\n===== {directory} =====", flush=True)
         t0 = time.monotonic()
         proc = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfEs"],
+            # A private basetemp: pytest prunes old numbered temp dirs, which must never be another
+            # package's live NATS/PostgreSQL data.
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfEs",
+             f"--basetemp={tempfile.gettempdir()}/llmgw-tests/{directory.replace('/', '_')}"],
             cwd=path,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

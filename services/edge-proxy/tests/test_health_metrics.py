@@ -41,3 +41,42 @@ def test_separate_metrics_listener(tmp_path_factory, nats_url, keysvc):
         assert httpx.get(server.url + "/metrics").status_code == 404  # not on the proxy port then
     finally:
         server.stop()
+
+
+def test_trace_context_reaches_upstream_and_usage_event(tmp_path_factory, nats_url, keysvc, mock):
+    """With tracing on, the proxy's span continues the client's trace; the upstream call and the
+    usage event's NATS headers carry it."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    server = ProxyServer(proxy_settings(tmp_path_factory, nats_url)).start()
+    server.runtime.service.tracer = provider.get_tracer("test")  # without touching the global provider
+    try:
+        secret, record = keysvc.add_key()
+        trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+        since = mock.last_seq()
+        r = httpx.post(server.url + "/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]},
+                       headers={"authorization": f"Bearer {secret}", "traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"})
+        assert r.status_code == 200
+        (call,) = mock.calls(since)
+        assert call["headers"]["traceparent"].split("-")[1] == trace_id
+        assert call["headers"]["traceparent"].split("-")[2] != "00f067aa0ba902b7"  # the proxy's own span
+        (span,) = exporter.get_finished_spans()
+        assert format(span.context.trace_id, "032x") == trace_id
+        assert span.attributes["llmgw.key_id"] == record.id and span.attributes["http.response.status_code"] == 200
+
+        async def header_of_event():
+            info = await keysvc.js.stream_info("LLMGW_USAGE")
+            for seq in range(info.state.last_seq, 0, -1):
+                msg = await keysvc.js.get_msg("LLMGW_USAGE", seq=seq)
+                if record.id.encode() in msg.data:
+                    return msg.headers
+
+        keysvc.wait_usage(record.id, 1)
+        assert keysvc.lt.run(header_of_event())["traceparent"].split("-")[1] == trace_id
+    finally:
+        server.stop()

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from llmgw_devstack.ports import die_with_parent, free_port, wait_for_port
+from llmgw_devstack.ports import free_port, parent_death_hook, wait_for_port
 
 
 def nats_server_binary() -> str:
@@ -42,7 +42,7 @@ class EmbeddedNats:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = [nats_server_binary(), "-js", "-sd", str(self.data_dir), "-a", self.host, "-p", str(self.port)]
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
-        self.process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent)
+        self.process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=parent_death_hook())
         wait_for_port(self.host, self.port, timeout, "nats-server", alive=self.is_running)
 
     def stop(self, timeout: float = 10) -> None:

@@ -41,3 +41,14 @@ def die_with_parent() -> None:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     except Exception:  # not Linux: best effort only
         pass
+
+
+def parent_death_hook():
+    """die_with_parent for children started from the main thread; None from other threads.
+
+    Linux sends the parent-death signal when the *thread* that forked the child exits, so a child
+    started from a worker thread (a test's fault injector, a thread pool) would die with that thread.
+    """
+    import threading
+
+    return die_with_parent if threading.current_thread() is threading.main_thread() else None

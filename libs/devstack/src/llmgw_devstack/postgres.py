@@ -11,7 +11,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from llmgw_devstack.ports import die_with_parent, free_port, wait_for_port
+from llmgw_devstack.ports import free_port, parent_death_hook, wait_for_port
 
 SYSTEM_USER = "pgserver"
 
@@ -105,7 +105,7 @@ class EmbeddedPostgres:
             "-c", "listen_addresses=" + self.host,
         ]
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
-        self.process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, user=self._user, start_new_session=True, preexec_fn=die_with_parent)
+        self.process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, user=self._user, start_new_session=True, preexec_fn=parent_death_hook())
         wait_for_port(self.host, self.port, timeout, "postgres", alive=self.is_running)
         self._wait_ready(timeout)
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llmgw_devstack.ports import die_with_parent
+from llmgw_devstack.ports import parent_death_hook
 
 
 def _relay_output(name: str, stream) -> None:
@@ -47,7 +47,7 @@ class Child:
             stdout=output,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches the launcher only; it stops children in order
-            preexec_fn=die_with_parent,
+            preexec_fn=parent_death_hook(),
         )
         self.started_at = time.monotonic()
         if not self.log_file:

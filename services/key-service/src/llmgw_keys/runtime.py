@@ -124,7 +124,9 @@ class Runtime:
         try:
             await ensure_streams(self.js, contract.STREAM_KEY_EVENTS)
         except Exception as exc:  # noqa: BLE001 - the outbox retry loop tries again later
-            log.warning("could not declare stream %s after reconnect (%s)", contract.STREAM_KEY_EVENTS, type(exc).__name__)
+            log.warning(
+                "could not declare stream %s after reconnect (%s)", contract.STREAM_KEY_EVENTS, type(exc).__name__
+            )
 
     # --- changes -----------------------------------------------------------------------------
     def apply_change(self, event: contract.KeyChanged) -> None:

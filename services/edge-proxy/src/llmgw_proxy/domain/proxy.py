@@ -19,6 +19,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
+from opentelemetry import propagate, trace
+from opentelemetry.trace import Status, StatusCode
 
 from llmgw_common import pricing
 from llmgw_common.contract import UsageEvent, hash_secret
@@ -628,8 +630,6 @@ class ProxyService:
 
     # --- tracing (only when an exporter is configured) -------------------------------------------
     def _start_span(self, ctx: Ctx) -> None:
-        from opentelemetry import propagate, trace
-
         parent = propagate.extract({"traceparent": ctx.inc.traceparent}) if ctx.inc.traceparent else None
         span = self.tracer.start_span(
             f"{ctx.inc.method} {ctx.path}",
@@ -649,8 +649,6 @@ class ProxyService:
         if ctx.candidate is not None:
             span.set_attribute("llmgw.deployment", ctx.candidate.name)
         if ctx.status != "ok":
-            from opentelemetry.trace import Status, StatusCode
-
             span.set_status(Status(StatusCode.ERROR, ctx.error_type or ctx.status))
         span.end()
 

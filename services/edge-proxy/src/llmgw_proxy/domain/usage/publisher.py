@@ -28,7 +28,25 @@ log = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode
 ADOPT_EVERY = 30.0
 #: after a wake-up with a part-full batch, wait this long for more events
-LINGER = 0.005
+LINGER = 0.01
+
+
+class _Batch:
+    __slots__ = ("remaining", "failed", "done")
+
+    def __init__(self, size: int, done: asyncio.Future) -> None:
+        self.remaining = size
+        self.failed: list = []
+        self.done = done
+
+    def ok(self) -> None:
+        self.remaining -= 1
+        if self.remaining <= 0 and not self.done.done():
+            self.done.set_result(None)
+
+    def fail(self, item) -> None:
+        self.failed.append(item)
+        self.ok()
 
 
 class UsagePublisher:
@@ -41,6 +59,7 @@ class UsagePublisher:
         self.replay_interval = settings.usage_replay_interval
         self.flush_timeout = settings.shutdown_flush_timeout
         self.nc = None
+        #: set once the usage stream exists (publishing waits for it)
         self.js = None
         self.queue: deque[tuple[contract.UsageEvent, dict | None]] = deque()
         self._wake = asyncio.Event()
@@ -49,6 +68,10 @@ class UsagePublisher:
         self._stopping = False
         self._batch: list[tuple[bytes, str, str, dict | None]] = []
         self._last_replay = 0.0
+        self._pending: dict[str, tuple[_Batch, tuple]] = {}
+        self._ack_prefix = ""
+        self._ack_nc = None
+        self._seq = 0
         self._last_adopt = time.monotonic()
         self.published = 0
         self.spooled = 0
@@ -156,33 +179,63 @@ class UsagePublisher:
         self._batch = []
 
     async def _publish(self, items: list[tuple[bytes, str, str, dict | None]]) -> list:
-        """Publish a batch and await its acks together; returns the items not acknowledged."""
-        js = self.js
-        pending: list[tuple[asyncio.Future, tuple]] = []
-        failed: list = []
+        """Publish a batch and await its acks together; returns the items not acknowledged.
+
+        Plain ``nc.publish`` with our own reply subjects on one inbox subscription: JetStream
+        answers each message on its reply subject. (nats-py's ``publish_async`` makes a future, a
+        random token (a syscall) and parses every ack as JSON; this path is the publisher's cost.)
+        """
+        nc = self.nc
+        if self._ack_nc is not nc:
+            await self._subscribe_acks(nc)
+        batch = _Batch(len(items), asyncio.get_running_loop().create_future())
+        pending = self._pending
+        prefix = self._ack_prefix
+        tokens = []
         for item in items:
             payload, subject, event_id, headers = item
             hdrs = {contract.HEADER_MSG_ID: event_id}
             if headers:
                 hdrs.update(headers)
+            self._seq += 1
+            token = str(self._seq)
+            pending[token] = (batch, item)
+            tokens.append(token)
             try:
-                future = await js.publish_async(subject, payload, headers=hdrs)
-            except Exception:  # noqa: BLE001 - disconnected, buffer full, stalled
-                failed.append(item)
-                continue
-            pending.append((future, item))
-        if pending:
-            futures = [f for f, _ in pending]
-            _, not_done = await asyncio.wait(futures, timeout=self.ack_timeout)
-            for future, item in pending:
-                if future in not_done:
-                    future.cancel()
-                    failed.append(item)
-                elif future.cancelled() or future.exception() is not None:
-                    failed.append(item)
-        if failed:
-            log.warning("%d usage events not acknowledged by JetStream; spooled", len(failed))
-        return failed
+                await nc.publish(subject, payload, reply=prefix + token, headers=hdrs)
+            except Exception:  # noqa: BLE001 - disconnected, buffer full
+                if pending.pop(token, None) is not None:
+                    batch.fail(item)
+        if batch.remaining:
+            try:
+                await asyncio.wait_for(asyncio.shield(batch.done), self.ack_timeout)
+            except asyncio.TimeoutError:
+                pass
+        for token in tokens:  # no answer in time: not acknowledged
+            entry = pending.pop(token, None)
+            if entry is not None:
+                batch.failed.append(entry[1])
+        if batch.failed:
+            log.warning("%d usage events not acknowledged by JetStream; spooled", len(batch.failed))
+        return batch.failed
+
+    async def _subscribe_acks(self, nc) -> None:
+        self._ack_prefix = nc.new_inbox() + "."
+        await nc.subscribe(self._ack_prefix + "*", cb=self._on_ack)
+        self._ack_nc = nc
+
+    async def _on_ack(self, msg) -> None:
+        entry = self._pending.pop(msg.subject[len(self._ack_prefix):], None)
+        if entry is None:
+            return
+        batch, item = entry
+        data = msg.data
+        # {"stream":..,"seq":..[,"duplicate":true]} is an ack (a duplicate was stored before);
+        # {"error":..} or an empty no-responders status (no stream) is not.
+        if data and b'"error"' not in data:
+            batch.ok()
+        else:
+            batch.fail(item)
 
     async def _replay(self) -> None:
         spool = self.spool
