@@ -124,3 +124,21 @@ def test_shutdown_without_nats_keeps_events_for_the_next_start(tmp_path_factory,
         assert len({e.event_id for e in events}) == 4
     finally:
         restarted.stop()
+
+
+def test_graceful_shutdown_finishes_in_flight_requests(tmp_path_factory, nats_url, keysvc, mock):
+    from concurrent.futures import ThreadPoolExecutor
+
+    proxy = ProxyServer(proxy_settings(tmp_path_factory, nats_url)).start()
+    secret, record = keysvc.add_key()
+    mock.set_fault("latency", latency_ms=700, model="gpt-4o-graceful", count=1)
+    with ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(
+            httpx.post, proxy.url + "/v1/chat/completions",
+            json={"model": "gpt-4o-graceful", "messages": MSG}, headers={"authorization": f"Bearer {secret}"}, timeout=30,
+        )
+        wait_until(lambda: proxy.runtime.metrics.inflight == 1, 5, what="request in flight")
+        proxy.stop()  # like SIGTERM: stop accepting, finish in-flight, flush usage
+        assert slow.result().status_code == 200
+    (event,) = keysvc.wait_usage(record.id, 1)
+    assert event.status == "ok" and event.model == "gpt-4o-graceful"

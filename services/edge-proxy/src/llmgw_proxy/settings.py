@@ -61,4 +61,4 @@ class Settings(GatewaySettings):
 
     #: on SIGTERM uvicorn stops accepting and waits this long for in-flight requests (streams
     #: included) before cancelling them; the usage queue is then flushed (JetStream or spool)
-    shutdown_grace_seconds: float = 25.0
+    shutdown_grace_seconds: float = 90.0

@@ -244,6 +244,10 @@ class ProxyService:
             await send_bytes(send, status, body, headers)
         except errors.ProxyError as exc:
             await self._send_error(send, ctx, exc)
+        except Exception:  # noqa: BLE001
+            log.exception("local endpoint failed")
+            if not ctx.done:
+                await self._send_error(send, ctx, errors.internal_error())
         finally:
             self.metrics.request(ctx.path, "", ctx.status_code, perf_counter() - ctx.t0, None)
 
