@@ -99,7 +99,8 @@ def analyze(raw_file: Path, top: int = 15) -> dict:
     def share(counter: Counter, limit: int | None = top) -> list[tuple[str, float]]:
         return [(name, 100.0 * n / total) for name, n in counter.most_common(limit)] if total else []
     # Inclusive time of llmgw's own functions: which step of the request pipeline costs what.
-    inclusive = [(name, pct) for name, pct in share(incl_counts, None) if "(llmgw_" in name][:top]
+    inclusive = [(name, pct) for name, pct in share(incl_counts, None)
+                 if "(llmgw_" in name and "/__main__.py)" not in name][:top]
     return {"samples": total, "self": share(self_counts), "inclusive": inclusive, "packages": share(package_counts),
             "all_packages": share(package_counts, None)}
 

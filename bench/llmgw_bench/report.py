@@ -353,7 +353,10 @@ def _profile_section(results: dict) -> list[str]:
     lines += [
         f"py-spy (`record --nonblocking --rate 250`) sampled the proxy for {profile.get('duration_s', 0):.0f} s while"
         f" `wrk -c64` sent non-streaming chat completions ({rate(load.get('rps'))} req/s under the profiler);"
-        f" {profile['samples']:,} samples of on-CPU Python stacks. Shares are of the proxy's busy time.",
+        f" {profile['samples']:,} samples of on-CPU Python stacks. Shares are of the proxy's busy time (all its"
+        " threads); a function's self time includes the C code it calls (e.g. socket writes inside uvloop), and"
+        " time in uvloop's own loop shows up under asyncio's `Runner.run`. Collapsed stacks of the run:"
+        " `.bench/logs/proxy-profile.txt` (any flame-graph tool reads them).",
         "",
     ]
     for table in profile_tables(profile):

@@ -65,7 +65,10 @@ def test_nats_outage_spools_then_replays_exactly_once(own_proxy, embedded_nats, 
     finally:
         embedded_nats.start()
     wait_until(lambda: runtime.spool.depth == 0, 15, what="spool replayed")
+    lookups = keysvc.lookups
     assert chat(proxy, secret, **{"x-request-id": "after"}).status_code == 200
+    # the reconnect dropped the key cache (a revocation published meanwhile cannot be missed)
+    assert keysvc.lookups == lookups + 1
     events = keysvc.wait_usage(record.id, 7, timeout=10)
     time.sleep(0.3)  # (let any late duplicate land before counting: there must be none)
     events = keysvc.usage_events(record.id)

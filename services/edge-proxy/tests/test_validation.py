@@ -26,6 +26,9 @@ def post(proxy, path, content: bytes, secret, **headers):
         (b'{"model": "gpt-4o-mini", "messages": [], "stream": "yes"}', "invalid_stream"),
         (b'{"model": "gpt-4o-mini", "messages": {"role": "user"}}', "invalid_messages"),
         (b'{"model": "gpt-4o-mini"}', "missing_messages"),
+        (b'{"model": "gpt-4o-mini\xff\xfe", "messages": []}', "invalid_json"),
+        (b'{"model": "gpt-4o-mini", "messages": [], "x": ' + b"[" * 5000 + b"]" * 5000 + b"}", "invalid_json"),
+        (b'{"model": "gpt-4o-mini", "messages": [], "temperature": NaN}', "invalid_json"),
     ],
 )
 def test_malformed_openai_400_and_no_upstream_call(proxy, mock, key, body, code):

@@ -221,7 +221,14 @@ async def test_filters(loaded, filters):
     [
         (BASE + timedelta(days=1), BASE + timedelta(days=34), "usage_daily"),
         (BASE + timedelta(days=1, hours=5), BASE + timedelta(days=34, hours=13), "usage_hourly"),
-        (BASE + timedelta(days=1, hours=5, minutes=17), BASE + timedelta(days=34, hours=13, seconds=1), "usage_events"),
+        (
+            BASE + timedelta(days=1, hours=5, minutes=17),
+            BASE + timedelta(days=34, hours=13, seconds=1),
+            "usage_hourly+usage_events",
+        ),
+        (BASE + timedelta(days=1, hours=5, minutes=1), BASE + timedelta(days=1, hours=6, minutes=59), "usage_events"),
+        (BASE + timedelta(days=2, hours=7, minutes=3), BASE + timedelta(days=2, hours=7, minutes=58), "usage_events"),
+        (BASE + timedelta(days=20, hours=3), None, "usage_hourly"),
         (None, BASE + timedelta(days=2), "usage_daily"),
     ],
 )
@@ -234,8 +241,8 @@ async def test_time_ranges_from_each_source(loaded, start, end, source):
     for group_by in (["key", "model", "day"], ["provider"], [], ["hour"], ["month"]):
         query = parse_usage_query({**{k: [v] for k, v in params.items()}, "group_by": [",".join(group_by)]})
         _, _, chosen = build_usage_sql(query)
-        if "hour" not in group_by:
-            assert chosen == source
+        if "hour" not in group_by or source != "usage_daily":
+            assert chosen == source, (group_by, chosen)
         body = await get_usage(loaded, group_by=",".join(group_by), **params)
         assert body["from"] == (start.strftime("%Y-%m-%dT%H:%M:%SZ") if start else None)
         fields = [GROUPS.get(g, "bucket") for g in group_by]

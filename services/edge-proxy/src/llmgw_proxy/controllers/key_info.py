@@ -49,7 +49,7 @@ async def key_info(proxy: ProxyService, scope, receive, send) -> None:
         }
         return 200, _encode(body)
 
-    await proxy.local(scope, receive, send, "openai", answer)
+    await proxy.local(scope, receive, send, "openai", "/v1/key/info", answer)
 
 
 ROUTES = {("GET", "/v1/key/info"): key_info}

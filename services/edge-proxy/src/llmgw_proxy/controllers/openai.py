@@ -57,7 +57,7 @@ async def list_models(proxy: ProxyService, scope, receive, send) -> None:
         data = [_openai_model(n, proxy.catalog.provider_of(ctx.entry, n)) for n in names]
         return 200, _encode({"object": "list", "data": data})
 
-    await proxy.local(scope, receive, send, "anthropic" if anthropic else "openai", answer)
+    await proxy.local(scope, receive, send, "anthropic" if anthropic else "openai", "/v1/models", answer)
 
 
 async def retrieve_model(proxy: ProxyService, scope, receive, send) -> None:
@@ -70,7 +70,7 @@ async def retrieve_model(proxy: ProxyService, scope, receive, send) -> None:
             raise errors.model_not_found(model_id)
         return 200, _encode(_anthropic_model(model_id) if anthropic else _openai_model(model_id, owner))
 
-    await proxy.local(scope, receive, send, "anthropic" if anthropic else "openai", answer)
+    await proxy.local(scope, receive, send, "anthropic" if anthropic else "openai", "/v1/models/{id}", answer)
 
 
 async def passthrough(proxy: ProxyService, scope, receive, send) -> None:

@@ -98,33 +98,44 @@ class BudgetGuard:
                 self._slots.pop(kv_key, None)
 
     async def _reserve_cas(self, slot: _Slot, kv_key: str, period_key: str, budget: float, estimate: float) -> Reservation:
+        def add(state: BudgetState, fresh: bool) -> BudgetState | None:
+            committed = state.spend_usd + state.reserved_usd
+            if committed >= budget - EPSILON or committed + estimate > budget + EPSILON:
+                if not fresh:  # metering may have settled reservations since we last read
+                    return None
+                self._last_seen[kv_key] = state
+                self._refuse(budget, state)
+            return BudgetState(spend_usd=state.spend_usd, reserved_usd=state.reserved_usd + estimate)
+
+        await self._cas(slot, kv_key, add)
+        return Reservation(kv_key, period_key, estimate)
+
+    async def _cas(self, slot: _Slot, kv_key: str, change) -> None:
+        """Apply ``change(state, fresh) -> new state | None (= re-read first)`` by compare-and-set,
+        starting from the slot's cached revision, re-reading after a conflict."""
         kv = self.kv
         fresh = False
         for _ in range(100):
             if slot.state is None:
                 slot.state, slot.revision = await self._read(kv_key)
                 fresh = True
-            state = slot.state
-            committed = state.spend_usd + state.reserved_usd
-            if committed >= budget - EPSILON or committed + estimate > budget + EPSILON:
-                if not fresh:  # metering may have settled reservations since we last read
-                    slot.state = None
-                    continue
-                self._last_seen[kv_key] = state
-                self._refuse(budget, state)
-            new = BudgetState(spend_usd=state.spend_usd, reserved_usd=state.reserved_usd + estimate)
+            new = change(slot.state, fresh)
+            if new is None:
+                slot.state = None
+                continue
             try:
                 if slot.revision is None:
                     revision = await kv.create(kv_key, _encode(new))
                 else:
                     revision = await kv.update(kv_key, _encode(new), last=slot.revision)
             except KeyWrongLastSequenceError:
-                slot.state = None  # someone else wrote: read again
+                slot.state = None  # someone else (another replica, metering) wrote: read again
+                fresh = False
                 continue
             slot.state, slot.revision = new, revision
             self._last_seen[kv_key] = new
-            return Reservation(kv_key, period_key, estimate)
-        raise TimeoutError("budget reservation kept conflicting")
+            return
+        raise TimeoutError("budget ledger update kept conflicting")
 
     async def _read(self, kv_key: str) -> tuple[BudgetState, int | None]:
         try:
@@ -164,22 +175,14 @@ class BudgetGuard:
         slot = self._slots.get(reservation.kv_key)
         if slot is None:
             slot = self._slots[reservation.kv_key] = _Slot()
+        amount = reservation.amount
+
+        def take_back(state: BudgetState, fresh: bool) -> BudgetState:
+            return BudgetState(spend_usd=state.spend_usd, reserved_usd=max(0.0, state.reserved_usd - amount))
+
         try:
             async with slot.lock:
-                for _ in range(100):
-                    if slot.state is None:
-                        slot.state, slot.revision = await self._read(reservation.kv_key)
-                    state = slot.state
-                    new = BudgetState(spend_usd=state.spend_usd, reserved_usd=max(0.0, state.reserved_usd - reservation.amount))
-                    try:
-                        if slot.revision is None:
-                            return  # entry vanished: nothing to release
-                        revision = await self.kv.update(reservation.kv_key, _encode(new), last=slot.revision)
-                    except KeyWrongLastSequenceError:
-                        slot.state = None
-                        continue
-                    slot.state, slot.revision = new, revision
-                    return
+                await asyncio.wait_for(self._cas(slot, reservation.kv_key, take_back), KV_OP_TIMEOUT * 3)
         except Exception as exc:  # noqa: BLE001
             log.warning("budget release failed: %s", type(exc).__name__)
             slot.state = None

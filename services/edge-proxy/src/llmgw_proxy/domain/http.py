@@ -76,6 +76,8 @@ def _bearer(value: bytes) -> str | None:
 async def read_body(receive, limit: int) -> bytes:
     """The whole request body; 413 as soon as more than ``limit`` bytes arrived."""
     message = await receive()
+    if message["type"] == "http.disconnect":
+        raise ClientGone()
     body = message.get("body", b"")
     if not message.get("more_body"):
         if len(body) > limit:

@@ -108,13 +108,15 @@ class Ctx:
         "inc", "endpoint", "path", "dialect", "t0", "ts", "entry", "body", "model", "stream", "inject", "max_tokens",
         "admission", "reservation", "attempts", "candidate", "up_start", "up_headers", "up_end", "first_byte",
         "t_end", "status", "status_code", "error_type", "client_gone", "done", "sse", "tokens", "streamed",
-        "watcher", "forwarded", "overhead", "span", "traceparent",
+        "watcher", "forwarded", "overhead", "span", "traceparent", "route",
     )
 
     def __init__(self, inc: Incoming, endpoint: Endpoint | None, dialect: str) -> None:
         self.inc = inc
         self.endpoint = endpoint
         self.path = endpoint.path if endpoint is not None else inc.path
+        #: the metrics label: bounded (never a client-chosen path)
+        self.route = endpoint.path if endpoint is not None else "passthrough"
         self.dialect = dialect
         self.t0 = perf_counter()
         self.ts = datetime.now(UTC)
@@ -231,10 +233,11 @@ class ProxyService:
         ctx.body = await read_body(receive, self.max_body)
         return entry
 
-    async def local(self, scope, receive, send, dialect: str, answer) -> None:
+    async def local(self, scope, receive, send, dialect: str, route: str, answer) -> None:
         """An authenticated endpoint answered by the proxy itself (``answer(ctx) -> (status, body)``)."""
         inc = Incoming(scope)
         ctx = Ctx(inc, None, dialect)
+        ctx.route = route
         try:
             await self.authenticate(ctx, receive)
             status, body = await answer(ctx)
@@ -249,7 +252,7 @@ class ProxyService:
             if not ctx.done:
                 await self._send_error(send, ctx, errors.internal_error())
         finally:
-            self.metrics.request(ctx.path, "", ctx.status_code, perf_counter() - ctx.t0, None)
+            self.metrics.request(ctx.route, "", ctx.status_code, perf_counter() - ctx.t0, None)
 
     # --- pipeline -------------------------------------------------------------------------------
     async def _forward(self, ctx: Ctx, receive, send) -> None:
@@ -291,10 +294,12 @@ class ProxyService:
             probe = _probe_decoder.decode(ctx.body)
         except msgspec.ValidationError:
             raise errors.bad_request("The request body must be a JSON object.", "invalid_json") from None
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, UnicodeDecodeError):
             raise errors.bad_request(
-                "We could not parse the JSON body of your request: it is not valid JSON.", "invalid_json"
+                "We could not parse the JSON body of your request: it is not valid JSON (UTF-8).", "invalid_json"
             ) from None
+        except RecursionError:
+            raise errors.bad_request("The JSON body of your request is nested too deeply.", "invalid_json") from None
         model = probe.model
         if model is msgspec.UNSET:
             raise errors.bad_request("You must provide a 'model' parameter.", "missing_model")
@@ -327,8 +332,8 @@ class ProxyService:
         if body[:1] == b"{":
             try:
                 probe = _probe_decoder.decode(body)
-            except msgspec.MsgspecError:
-                return
+            except (msgspec.MsgspecError, UnicodeDecodeError, RecursionError):
+                return  # forwarded as-is: the provider judges it
             if type(probe.model) is str:
                 ctx.model = probe.model
             if probe.stream is True:
@@ -372,7 +377,10 @@ class ProxyService:
             body = ctx.body.rstrip()
             if b'"stream_options"' not in body and body.endswith(b"}"):
                 return body[:-1] + _INJECTED_USAGE
-        obj = _any_decoder.decode(ctx.body)
+        try:
+            obj = _any_decoder.decode(ctx.body)
+        except (msgspec.MsgspecError, UnicodeDecodeError, RecursionError):
+            raise errors.bad_request("The JSON body of your request could not be rewritten for its route.", "invalid_json") from None
         if rename:
             obj["model"] = candidate.upstream_model
         if ctx.inject:
@@ -588,7 +596,7 @@ class ProxyService:
             self._spawn(self.budgets.release(ctx.reservation))
         if ctx.span is not None:
             self._end_span(ctx)
-        self.metrics.request(ctx.path, ctx.model, ctx.status_code, now - ctx.t0, ctx.overhead)
+        self.metrics.request(ctx.route, ctx.model, ctx.status_code, now - ctx.t0, ctx.overhead)
 
     def _emit(self, ctx: Ctx, tokens: usage_tokens.Tokens, now: float) -> None:
         record = ctx.entry.record

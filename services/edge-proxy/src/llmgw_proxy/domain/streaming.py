@@ -147,7 +147,7 @@ class SSEUsage:
                         value = getattr(usage, field)
                         if value is not None:
                             self._anthropic_usage[field] = value
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except (msgspec.MsgspecError, UnicodeDecodeError, RecursionError):
             pass
         return False
 

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from operator import attrgetter
 
 import msgspec
 from nats.aio.msg import Msg
@@ -47,6 +48,11 @@ COLUMNS: tuple[str, ...] = (
     "price_known",
     "price_version",
 )
+
+#: the event's values in COLUMNS order (one C call; a field added to the contract later is simply
+#: not stored until a migration adds its column)
+_event_values = attrgetter(*COLUMNS[:-3])
+_TS = COLUMNS.index("ts")
 
 INT32_MAX = 2**31 - 1
 MAX_ID_LEN = 256
@@ -200,40 +206,9 @@ def prepare(
             if not known:
                 out.unpriced += 1
         months.add(ts.year * 12 + ts.month - 1)
-        rows.append(
-            (
-                event.event_id,
-                event.request_id,
-                ts,
-                event.key_id,
-                event.project,
-                event.provider,
-                event.model,
-                event.upstream_model,
-                event.deployment,
-                event.endpoint,
-                event.streamed,
-                event.status,
-                event.status_code,
-                event.error_type,
-                event.attempts,
-                event.cached,
-                event.prompt_tokens,
-                event.cached_tokens,
-                event.cache_write_tokens,
-                event.completion_tokens,
-                event.reasoning_tokens,
-                event.total_tokens,
-                event.latency_ms,
-                event.ttfb_ms,
-                event.upstream_latency_ms,
-                event.reserved_usd,
-                event.budget_period_key,
-                event.v,
-                cost,
-                known,
-                version,
-            )
-        )
+        row = _event_values(event)
+        if ts is not event.ts:
+            row = (*row[:_TS], ts, *row[_TS + 1 :])
+        rows.append((*row, cost, known, version))
         row_msg.append(index)
     return out

@@ -1,11 +1,12 @@
 """Analyst queries: aggregated usage (rollups where the grouping allows, raw events otherwise),
 latency/TTFB percentiles (always raw events), raw event pages, per-key summaries.
 
-Source choice for the aggregates (requests, errors, tokens, cost):
+Source choice for the aggregates (requests, errors, tokens, cost), see :func:`plan_sources`:
   * ``usage_daily``  when ``from``/``to`` fall on UTC midnights (or are open) and the grouping is not
     by hour;
-  * ``usage_hourly`` when they fall on whole hours (or for group_by=hour);
-  * ``usage_events`` otherwise (arbitrary instants).
+  * ``usage_hourly`` for the whole hours of any other range, plus ``usage_events`` for the partial
+    hours at its edges (arbitrary instants: at most two hours of raw events are read);
+  * ``usage_events`` alone for a range shorter than one whole hour.
 Percentiles cannot be rolled up exactly, so they are computed with ``percentile_cont`` over the raw
 events of the range (one sort per group; cost proportional to the events in the range — pass
 ``percentiles=false`` to skip them for very large exports).
@@ -20,7 +21,7 @@ import io
 import json
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from sqlalchemy import text
@@ -181,34 +182,77 @@ def _aligned(dt: datetime | None, grain: str) -> bool:
     return grain == "hour" or dt.hour == 0
 
 
-def choose_source(query: UsageQuery) -> str:
-    """``usage_daily``, ``usage_hourly`` or ``usage_events`` for the aggregate part."""
+def _floor_hour(dt: datetime) -> datetime:
+    return dt.replace(minute=0, second=0, microsecond=0)
+
+
+def _ceil_hour(dt: datetime) -> datetime:
+    floor = _floor_hour(dt)
+    return floor if floor == dt else floor + timedelta(hours=1)
+
+
+@dataclass(slots=True)
+class Plan:
+    """Where the aggregates come from: a rollup for the whole hours/days of the range, raw events
+    for partial hours at its edges (an arbitrary ``from``/``to`` touches at most two hours of raw)."""
+
+    rollup: str | None  # "usage_daily" | "usage_hourly" | None
+    rollup_start: datetime | None = None
+    rollup_end: datetime | None = None
+    raw_ranges: list[tuple[datetime | None, datetime | None]] = field(default_factory=list)
+
+    @property
+    def source(self) -> str:
+        parts = [self.rollup] if self.rollup else []
+        if self.raw_ranges:
+            parts.append("usage_events")
+        return "+".join(parts)
+
+
+def plan_sources(query: UsageQuery) -> Plan:
     start, end = query.start, query.end
     if query.grain != "hour" and _aligned(start, "day") and _aligned(end, "day"):
-        return "usage_daily"
+        return Plan("usage_daily", start, end)
     if _aligned(start, "hour") and _aligned(end, "hour"):
-        return "usage_hourly"
-    return "usage_events"
+        return Plan("usage_hourly", start, end)
+    inner_start = _ceil_hour(start) if start is not None else None
+    inner_end = _floor_hour(end) if end is not None else None
+    if inner_start is not None and inner_end is not None and inner_start >= inner_end:
+        return Plan(None, raw_ranges=[(start, end)])  # less than one whole hour
+    edges = []
+    if start is not None and start != inner_start:
+        edges.append((start, inner_start))
+    if end is not None and end != inner_end:
+        edges.append((inner_end, end))
+    return Plan("usage_hourly", inner_start, inner_end, edges)
+
+
+def choose_source(query: UsageQuery) -> str:
+    return plan_sources(query).source
 
 
 def build_usage_sql(query: UsageQuery) -> tuple[str, dict, str]:
     """(SQL, bind params, aggregate source)."""
-    source = choose_source(query)
+    plan = plan_sources(query)
     params: dict = {}
-    raw_time = "ts"
-    roll_time = "bucket"
+    for name, value in query.filters.items():
+        params[f"f_{name}"] = value
+    filters = [f"{name} = :f_{name}" for name in query.filters]
 
-    def where(time_col: str) -> str:
-        clauses = []
-        if query.start is not None:
-            clauses.append(f"{time_col} >= :start")
-            params["start"] = query.start
-        if query.end is not None:
-            clauses.append(f"{time_col} < :end")
-            params["end"] = query.end
-        for name, value in query.filters.items():
-            clauses.append(f"{name} = :f_{name}")
-            params[f"f_{name}"] = value
+    def where(time_col: str, ranges: list[tuple[datetime | None, datetime | None]]) -> str:
+        clauses = list(filters)
+        alternatives = []
+        for lo, hi in ranges:
+            bounds = []
+            if lo is not None:
+                params[f"t{len(params)}"] = lo
+                bounds.append(f"{time_col} >= :t{len(params) - 1}")
+            if hi is not None:
+                params[f"t{len(params)}"] = hi
+                bounds.append(f"{time_col} < :t{len(params) - 1}")
+            alternatives.append(" AND ".join(bounds) or "TRUE")
+        if alternatives:
+            clauses.append("(" + " OR ".join(f"({a})" for a in alternatives) + ")")
         return ("WHERE " + " AND ".join(clauses)) if clauses else ""
 
     def group_exprs(time_col: str) -> list[str]:
@@ -223,44 +267,58 @@ def build_usage_sql(query: UsageQuery) -> tuple[str, dict, str]:
     n = len(query.group_by)
     group_by_clause = ("GROUP BY " + ", ".join(str(i + 1) for i in range(n))) if n else ""
     fields = query.fields
-    sums = ", ".join(f"sum({t})::bigint AS {t}" for t in TOKEN_FIELDS)
+    order = ("ORDER BY " + ", ".join(f"q.{f}" for f in fields)) if n else ""
+    token_sums = ", ".join(f"sum({t})::bigint AS {t}" for t in TOKEN_FIELDS)
     pct = (
         "percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY latency_ms) AS lat, "
         "percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY ttfb_ms) AS ttfb"
     )
-    order = ("ORDER BY " + ", ".join(f"q.{f}" for f in fields)) if n else ""
+    whole_range = [(query.start, query.end)] if (query.start or query.end) else []
 
-    if source == "usage_events":
-        select = [
-            *group_exprs(raw_time),
-            "count(*)::bigint AS requests",
-            "(count(*) FILTER (WHERE status = 'error'))::bigint AS errors",
-            sums,
-            "sum(cost_usd) AS cost_usd",
-        ]
-        if query.percentiles:
-            select.append(pct)
-        sql = (
-            f"SELECT * FROM (SELECT {', '.join(select)} FROM metering.usage_events {where(raw_time)} "
-            f"{group_by_clause}) q {order}"
-        )
-        return sql, params, source
-
-    agg_select = [
-        *group_exprs(roll_time),
-        "sum(requests)::bigint AS requests",
-        "sum(errors)::bigint AS errors",
-        sums,
+    raw_metrics = [
+        "count(*)::bigint AS requests",
+        "(count(*) FILTER (WHERE status = 'error'))::bigint AS errors",
+        token_sums,
         "sum(cost_usd) AS cost_usd",
     ]
-    agg = f"SELECT {', '.join(agg_select)} FROM metering.{source} {where(roll_time)} {group_by_clause}"
+    if plan.rollup is None:
+        # Raw events only (less than an hour): aggregates and percentiles in one pass.
+        select = [*group_exprs("ts"), *raw_metrics] + ([pct] if query.percentiles else [])
+        sql = (
+            f"SELECT * FROM (SELECT {', '.join(select)} FROM metering.usage_events "
+            f"{where('ts', whole_range)} {group_by_clause}) q {order}"
+        )
+        return sql, params, plan.source
+
+    rollup_range = [(plan.rollup_start, plan.rollup_end)] if (plan.rollup_start or plan.rollup_end) else []
+    rollup_metrics = [
+        "sum(requests)::bigint AS requests",
+        "sum(errors)::bigint AS errors",
+        token_sums,
+        "sum(cost_usd) AS cost_usd",
+    ]
+    agg = (
+        f"SELECT {', '.join([*group_exprs('bucket'), *rollup_metrics])} FROM metering.{plan.rollup} "
+        f"{where('bucket', rollup_range)} {group_by_clause}"
+    )
+    if plan.raw_ranges:
+        edges = (
+            f"SELECT {', '.join([*group_exprs('ts'), *raw_metrics])} FROM metering.usage_events "
+            f"{where('ts', plan.raw_ranges)} {group_by_clause}"
+        )
+        outer_groups = ", ".join(fields)
+        agg = (
+            f"SELECT {outer_groups + ', ' if n else ''}sum(requests)::bigint AS requests, "
+            f"sum(errors)::bigint AS errors, {', '.join(f'sum({t})::bigint AS {t}' for t in TOKEN_FIELDS)}, "
+            f"sum(cost_usd) AS cost_usd FROM ({agg} UNION ALL {edges}) parts {group_by_clause}"
+        )
     if not query.percentiles:
-        return f"SELECT * FROM ({agg}) q {order}", params, source
-    pct_select = ", ".join([*group_exprs(raw_time), pct])
-    pct_sql = f"SELECT {pct_select} FROM metering.usage_events {where(raw_time)} {group_by_clause}"
+        return f"SELECT * FROM ({agg}) q {order}", params, plan.source
+    pct_select = ", ".join([*group_exprs("ts"), pct])
+    pct_sql = f"SELECT {pct_select} FROM metering.usage_events {where('ts', whole_range)} {group_by_clause}"
     join = " AND ".join(f"q.{f} = p.{f}" for f in fields) or "TRUE"
     sql = f"WITH q AS ({agg}), p AS ({pct_sql}) SELECT q.*, p.lat, p.ttfb FROM q LEFT JOIN p ON {join} {order}"
-    return sql, params, source
+    return sql, params, plan.source
 
 
 def _pct(values, index: int) -> float | None:
@@ -289,6 +347,7 @@ def row_to_dict(row, fields: list[str]) -> dict:
 
 
 async def _set_timeout(conn, seconds: float) -> None:
+    """Analyst queries run under a statement timeout (LLMGW_METERING_QUERY_TIMEOUT_SECONDS)."""
     await conn.execute(text(f"SET LOCAL statement_timeout = {int(seconds * 1000)}"))
 
 

@@ -92,5 +92,5 @@ def from_body(body: bytes, anthropic: bool) -> Tokens:
         return Tokens()
     try:
         return normalise(_body_decoder.decode(body).usage, anthropic)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.MsgspecError, UnicodeDecodeError, RecursionError):
         return Tokens()
