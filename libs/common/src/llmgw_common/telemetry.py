@@ -65,3 +65,101 @@ def inject_headers(headers: dict[str, str] | None = None) -> dict[str, str]:
 def extract_context(headers: dict[str, str] | None) -> context.Context:
     """The trace context a NATS message carried (an empty context when it carried none)."""
     return propagate.extract(headers or {})
+
+
+# --- helpers shared by the services (additive; see docs/observability.md) --------------------------
+def tracing_enabled() -> bool:
+    """True when an SDK tracer provider is installed (spans are recorded somewhere)."""
+    from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
+
+    return isinstance(trace.get_tracer_provider(), SdkTracerProvider)
+
+
+_asyncpg_instrumented = False
+
+
+def instrument_asyncpg() -> bool:
+    """Client spans for asyncpg queries (``opentelemetry-instrumentation-asyncpg``) when tracing is on.
+
+    The statement text is recorded (``db.statement`` / ``db.query.text``), never the parameters:
+    every query of the services is parameterized, so no key, hash or prompt reaches a span.
+    The services use asyncpg (directly or under SQLAlchemy's asyncpg dialect), so this is the one
+    database instrumentation; SQLAlchemy's is deliberately not installed on top of it."""
+    global _asyncpg_instrumented
+    if _asyncpg_instrumented or not tracing_enabled():
+        return _asyncpg_instrumented
+    try:
+        from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
+    except ImportError:  # pragma: no cover - optional dependency
+        return False
+    AsyncPGInstrumentor(capture_parameters=False).instrument()
+    _asyncpg_instrumented = True
+    return True
+
+
+#: operational endpoints that never get a server span (scraped and probed every few seconds)
+UNTRACED_PATHS = ("/metrics", "/healthz", "/readyz")
+
+
+def litestar_opentelemetry_config(exclude: tuple[str, ...] = UNTRACED_PATHS, **overrides):
+    """Litestar's OpenTelemetry middleware config: server span per request, no per-chunk ASGI
+    ``send``/``receive`` spans, no headers captured, health and metrics endpoints excluded."""
+    from litestar.plugins.opentelemetry import OpenTelemetryConfig
+
+    options = {
+        "exclude": [f"^{path}$" for path in exclude],
+        "exclude_spans": ["receive", "send"],
+        "scopes": {"http"},
+    }
+    options.update(overrides)
+    return OpenTelemetryConfig(**options)
+
+
+def litestar_opentelemetry_plugin(exclude: tuple[str, ...] = UNTRACED_PATHS, **overrides):
+    """The Litestar OpenTelemetry plugin (see :func:`litestar_opentelemetry_config`), or None when
+    tracing is off (the middleware then costs nothing because it is not there)."""
+    if not tracing_enabled():
+        return None
+    from litestar.plugins.opentelemetry import OpenTelemetryPlugin
+
+    return OpenTelemetryPlugin(litestar_opentelemetry_config(exclude, **overrides))
+
+
+def messaging_attributes(
+    subject: str,
+    operation_type: str,
+    *,
+    operation_name: str | None = None,
+    body_size: int | None = None,
+    message_id: str | None = None,
+    consumer_group: str | None = None,
+    batch_size: int | None = None,
+) -> dict[str, object]:
+    """OpenTelemetry messaging semantic-convention attributes for a NATS span.
+
+    ``operation_type``: ``send``/``publish`` (producer), ``receive``, ``process`` (consumer).
+    Both the current (``messaging.operation.type``) and the older (``messaging.operation``) names
+    are set, so backends on either convention version group the spans."""
+    attributes: dict[str, object] = {
+        "messaging.system": "nats",
+        "messaging.destination.name": subject,
+        "messaging.operation.type": operation_type,
+        "messaging.operation.name": operation_name or operation_type,
+        "messaging.operation": operation_type,
+    }
+    if body_size is not None:
+        attributes["messaging.message.body.size"] = body_size
+    if message_id:
+        attributes["messaging.message.id"] = message_id
+    if consumer_group:
+        attributes["messaging.consumer.group.name"] = consumer_group
+    if batch_size is not None:
+        attributes["messaging.batch.message_count"] = batch_size
+    return attributes
+
+
+def inject_span_headers(span, headers: dict[str, str] | None = None) -> dict[str, str]:
+    """Put ``span``'s context (not the current one) into NATS headers."""
+    carrier = headers if headers is not None else {}
+    propagate.inject(carrier, context=trace.set_span_in_context(span))
+    return carrier
