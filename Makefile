@@ -10,12 +10,14 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 # Test packages, run one pytest session each (each starts its own NATS + PostgreSQL).
 TEST_DIRS := libs/devstack libs/cli services/key-service services/metering services/edge-proxy deploy/tests tests-e2e
 
-.PHONY: help install run test test-fast bench clean distclean
+.PHONY: help install run test bench soak fuzz clean distclean
 
 help:
 	@echo "make run    - run the whole gateway locally (NATS + PostgreSQL started for you)"
 	@echo "make test   - run every test (unit, integration, e2e)"
 	@echo "make bench  - benchmarks; writes docs/benchmarks.md"
+	@echo "make soak   - the fault-under-load scenarios, 10x longer"
+	@echo "make fuzz   - proxy, key-service and metering fuzzing with many more examples"
 	@echo "make clean  - wipe local state (.llmgw: keys, usage, NATS/Postgres data)"
 
 $(STAMP): requirements-dev.txt deploy/tests/requirements.txt $(wildcard libs/*/pyproject.toml services/*/pyproject.toml)
@@ -35,6 +37,14 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	@$(BIN)/python bench/run_bench.py
+
+# Long versions of the fault and fuzz scenarios (not part of `make test`).
+soak: $(STAMP)
+	@cd tests-e2e && LLMGW_SOAK_SCALE=10 ../$(BIN)/python -m pytest -q test_faults_under_load.py
+
+fuzz: $(STAMP)
+	@cd tests-e2e && LLMGW_FUZZ_EXAMPLES=2000 ../$(BIN)/python -m pytest -q test_proxy_fuzz.py test_hostile_input.py
+	@cd services/key-service && LLMGW_FUZZ_EXAMPLES=500 ../../$(BIN)/python -m pytest -q -k schemathesis
 
 clean:
 	rm -rf .llmgw

@@ -433,6 +433,13 @@ def findings(analysis: dict) -> list[str]:
             shares["other (" + name + ")"] = shares.get("other (" + name + ")", 0.0) + pct
     ranked = sorted(shares.items(), key=lambda kv: -kv[1])
     out = ["self time by layer: " + "; ".join(f"{label} {pct:.0f}%" for label, pct in ranked[:8] if pct >= 1)]
+    inclusive = analysis.get("packages_inclusive") or {}
+    parts = [f"{label} {inclusive[name]:.0f}%" for name, label in (
+        ("opentelemetry", "tracing (span creation + the exporter thread's protobuf encoding)"),
+        ("nats", "NATS client"), ("stdlib:logging", "logging"), ("msgspec", "msgspec"), ("stdlib:json", "stdlib json"))
+        if inclusive.get(name, 0) >= 1]
+    if parts:
+        out.append("share of samples with the package anywhere on the stack (its callees included): " + "; ".join(parts))
     if analysis.get("self"):
         top = ", ".join(f"`{name}` {pct:.1f}%" for name, pct in analysis["self"][:5])
         out.append(f"top functions by self time: {top}")

@@ -77,6 +77,7 @@ def analyze(raw_file: Path, top: int = 15) -> dict:
     self_counts: Counter = Counter()
     incl_counts: Counter = Counter()
     package_counts: Counter = Counter()
+    package_incl: Counter = Counter()
     total = 0
     for line in raw_file.read_text(errors="replace").splitlines():
         stack, _, count_text = line.rpartition(" ")
@@ -96,13 +97,16 @@ def analyze(raw_file: Path, top: int = 15) -> dict:
         package_counts[_package(path)] += count
         for name in {_short(f, p) for f, p in frames}:
             incl_counts[name] += count
+        for package in {_package(p) for _, p in frames}:
+            package_incl[package] += count
     def share(counter: Counter, limit: int | None = top) -> list[tuple[str, float]]:
         return [(name, 100.0 * n / total) for name, n in counter.most_common(limit)] if total else []
     # Inclusive time of llmgw's own functions: which step of the request pipeline costs what.
     inclusive = [(name, pct) for name, pct in share(incl_counts, None)
                  if "(llmgw_" in name and "/__main__.py)" not in name][:top]
     return {"samples": total, "self": share(self_counts), "inclusive": inclusive, "packages": share(package_counts),
-            "all_packages": share(package_counts, None)}
+            "all_packages": share(package_counts, None),
+            "packages_inclusive": dict(share(package_incl, None))}
 
 
 def profile_under_load(py_spy: str, pid: int, out_dir: Path, duration: float, load) -> dict:

@@ -245,8 +245,9 @@ def profile_tables(profile: dict) -> list[Table]:
     if not profile or profile.get("unavailable") or not profile.get("samples"):
         return []
     tables = [
-        Table("Proxy CPU by package (self time, share of samples)", ["package", "share"],
-              [[name, f"{pct:.1f}%"] for name, pct in profile["packages"]]),
+        Table("Proxy CPU by package", ["package", "self time", "samples with the package on the stack"],
+              [[name, f"{pct:.1f}%", f"{profile.get('packages_inclusive', {}).get(name, 0):.1f}%"]
+               for name, pct in profile["packages"]]),
         Table("Hottest functions (self time)", ["function", "share"],
               [[name, f"{pct:.1f}%"] for name, pct in profile["self"]]),
         Table("llmgw's own functions (inclusive time: the function and everything it calls)", ["function", "share"],

@@ -44,6 +44,11 @@ def keysvc(nats_url, mock, mock_backup):
         # public name renamed upstream
         contract.Route(model="team-model", deployments=[D(provider="openai", model="gpt-4o-mini")]),
         contract.Route(model="claude-*", deployments=[D(provider="anthropic", model="*")]),
+        # across providers: OpenAI first, then (translated) an Anthropic model
+        contract.Route(
+            model="xfb-gpt-4o",
+            deployments=[D(provider="openai", model="xfb-gpt-4o"), D(provider="anthropic", model="claude-sonnet-4-5", priority=1)],
+        ),
         contract.Route(model="*", deployments=[D(provider="openai", model="*")]),
     ]
     service = FakeKeyService(nats_url, providers, routes)

@@ -84,18 +84,20 @@ async def test_async_messages_and_count_tokens(proxy, keysvc, key):
     assert len(counted) == 1 and counted[0].total_tokens == 0  # counting costs nothing
 
 
-def test_translation_is_not_enabled_in_either_direction(proxy, mock, key):
+def test_endpoints_without_a_counterpart_are_not_translated(proxy, mock, key):
+    """Only /v1/chat/completions ⇄ /v1/messages translate; the others answer a clear 400 (no upstream call)."""
     secret, _ = key
     since = mock.last_seq()
     with pytest.raises(openai.BadRequestError) as exc:
-        openai.OpenAI(base_url=proxy.url + "/v1", api_key=secret, max_retries=0).chat.completions.create(
-            model=MODEL, messages=MSG
+        openai.OpenAI(base_url=proxy.url + "/v1", api_key=secret, max_retries=0).embeddings.create(
+            model=MODEL, input="hello"
         )
-    assert exc.value.body["code"] == "translation_not_enabled"
+    assert exc.value.body["code"] == "translation_not_supported"
+    assert "/v1/chat/completions" in exc.value.body["message"]
     with pytest.raises(anthropic.BadRequestError) as exc2:
-        client(proxy, secret).messages.create(model="gpt-4o", max_tokens=10, messages=MSG)
+        client(proxy, secret).messages.count_tokens(model="gpt-4o", messages=MSG)
     assert exc2.value.body["error"]["type"] == "invalid_request_error"
-    assert "translation" in exc2.value.body["error"]["message"]
+    assert "translated" in exc2.value.body["error"]["message"]
     assert mock.calls(since) == []
 
 

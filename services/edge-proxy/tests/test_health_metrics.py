@@ -65,9 +65,27 @@ def test_trace_context_reaches_upstream_and_usage_event(tmp_path_factory, nats_u
         (call,) = mock.calls(since)
         assert call["headers"]["traceparent"].split("-")[1] == trace_id
         assert call["headers"]["traceparent"].split("-")[2] != "00f067aa0ba902b7"  # the proxy's own span
-        (span,) = exporter.get_finished_spans()
+        from opentelemetry.trace import SpanKind
+
+        spans = exporter.get_finished_spans()
+        (span,) = [s for s in spans if s.kind == SpanKind.SERVER]
         assert format(span.context.trace_id, "032x") == trace_id
         assert span.attributes["llmgw.key_id"] == record.id and span.attributes["http.response.status_code"] == 200
+        # one CLIENT span per upstream attempt: its context is what the provider received
+        (upstream,) = [s for s in spans if s.kind == SpanKind.CLIENT]
+        assert upstream.parent.span_id == span.context.span_id
+        assert call["headers"]["traceparent"].split("-")[2] == format(upstream.context.span_id, "016x")
+        assert upstream.attributes["http.request.method"] == "POST"
+        assert upstream.attributes["http.response.status_code"] == 200
+        assert upstream.attributes["llmgw.provider"] == "openai" and "?" not in upstream.attributes["url.path"]
+        # the usage event's PRODUCER span: its context travels in the JetStream headers
+        (publish,) = [s for s in spans if s.kind == SpanKind.PRODUCER]
+        assert publish.parent.span_id == span.context.span_id
+        assert publish.name == "publish llmgw.v1.usage.openai"
+        assert publish.attributes["messaging.system"] == "nats"
+        assert publish.attributes["messaging.destination.name"] == "llmgw.v1.usage.openai"
+        for recorded in spans:
+            assert secret not in str(dict(recorded.attributes))
 
         async def header_of_event():
             info = await keysvc.js.stream_info("LLMGW_USAGE")
@@ -77,6 +95,8 @@ def test_trace_context_reaches_upstream_and_usage_event(tmp_path_factory, nats_u
                     return msg.headers
 
         keysvc.wait_usage(record.id, 1)
-        assert keysvc.lt.run(header_of_event())["traceparent"].split("-")[1] == trace_id
+        headers = keysvc.lt.run(header_of_event())
+        assert headers["traceparent"].split("-")[1] == trace_id
+        assert headers["traceparent"].split("-")[2] == format(publish.context.span_id, "016x")
     finally:
         server.stop()

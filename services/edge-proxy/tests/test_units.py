@@ -130,9 +130,13 @@ def test_route_resolution_rules():
     assert routing.resolve(entry, "claude-x", "anthropic").ordered()[0].upstream_model == "claude-x"
     assert routing.resolve(entry, "alias", "openai").ordered()[0].upstream_model == "gpt-4o"
     assert routing.resolve(entry, "anything", "openai").ordered()[0].provider.name == "openai"
+    # a deployment of the other API format: translated on the dialect's chat endpoint only
+    (translated,) = routing.resolve(entry, "claude-x", "openai", "/v1/chat/completions").ordered()
+    assert translated.translator is routing.TRANSLATORS[("openai", "anthropic")]
+    assert routing.resolve(entry, "alias", "anthropic", "/v1/messages").ordered()[0].translator.upstream == "openai"
     with pytest.raises(Exception) as exc:
-        routing.resolve(entry, "claude-x", "openai")
-    assert exc.value.status == 400 and exc.value.code == "translation_not_enabled"
+        routing.resolve(entry, "claude-x", "openai", "/v1/embeddings")
+    assert exc.value.status == 400 and exc.value.code == "translation_not_supported"
     with pytest.raises(Exception) as exc:
         routing.resolve(entry, "ghost", "openai")
     assert exc.value.status == 404

@@ -24,6 +24,8 @@ ADMIN_ROUTES = [
     ("POST", "/v1/admin-tokens", {"name": "t", "role": "admin"}),
     ("DELETE", "/v1/admin-tokens/{id}", None),
     ("GET", "/v1/audit", None),
+    ("GET", "/v1/cache", None),
+    ("DELETE", "/v1/cache", None),
 ]
 READ_ROUTES = [("GET", "/v1/keys", None), ("GET", "/v1/keys/{id}", None)]
 ALL_ROUTES = ADMIN_ROUTES + READ_ROUTES
@@ -204,4 +206,4 @@ async def test_openapi_documents_every_endpoint_with_examples(client):
                 for code in ok:
                     content = operation["responses"][code]["content"]["application/json"]
                     assert content.get("examples"), f"{where} {code}"
-    assert operations == 18
+    assert operations == 20

@@ -123,3 +123,34 @@ async def test_nats_restart_is_survived(client, nc, migrated, embedded_nats):
         return n == 100
 
     await wait_for(complete, timeout=40, interval=0.2, what="all 100 events after the NATS restart")
+
+
+async def test_database_down_answers_503_and_not_ready(client, nc, migrated, embedded_postgres):
+    from helpers import AUTH
+
+    embedded_postgres.stop()
+    try:
+        ready = await client.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["database"] == "down"
+        response = await client.get("/v1/usage", headers=AUTH)
+        assert response.status_code == 503
+        assert response.json()["error"]["type"] == "service_unavailable"
+        csv = await client.get("/v1/usage", params={"format": "csv"}, headers=AUTH)
+        assert csv.status_code == 503
+        # events published meanwhile wait in the stream
+        key = new_key()
+        await publish(nc, [event(key_id=key) for _ in range(10)])
+    finally:
+        embedded_postgres.start()
+
+    async def ready_again():
+        return (await client.get("/readyz")).status_code == 200
+
+    await wait_for(ready_again, timeout=30, what="ready again")
+
+    async def stored():
+        n, _, _ = await db_totals(migrated, [key])
+        return n == 10
+
+    await wait_for(stored, timeout=30, what="events stored after the outage")

@@ -216,6 +216,24 @@ def budget_kv_key(key_id: str, period_key: str) -> str:
     return f"{key_id}.{period_key}"
 
 
+# --- response cache (JetStream KV) ---------------------------------------------------------------
+#: Exact-match response cache shared by every edge-proxy replica (docs/edge-proxy.md, "Response
+#: cache"). Entry key: ``<response_cache_project_token(project)>.<sha256 hex of the request>``, so one
+#: project's entries are the subjects ``$KV.llmgw_response_cache.<token>.>`` (key-service's
+#: ``DELETE /v1/cache?project=`` purges exactly those). The proxy creates the bucket.
+KV_BUCKET_RESPONSE_CACHE = "llmgw_response_cache"
+
+
+def response_cache_project_token(project: str) -> str:
+    """The KV-key-safe prefix of a project's response-cache entries."""
+    return "p" + hashlib.sha256(project.encode()).hexdigest()[:32]
+
+
+def kv_stream_name(bucket: str) -> str:
+    """The JetStream stream behind a KV bucket (NATS convention ``KV_<bucket>``)."""
+    return f"KV_{bucket}"
+
+
 # Encoders/decoders are created once: they are on hot paths.
 json_encoder = msgspec.json.Encoder()
 key_lookup_request_decoder = msgspec.json.Decoder(KeyLookupRequest)

@@ -30,6 +30,7 @@ __all__ = [
     "RedactingFilter",
     "TextFormatter",
     "configure_logging",
+    "logging_configured",
     "redact",
     "uvicorn_log_config",
 ]
@@ -263,3 +264,11 @@ def uvicorn_log_config(service: str, *, level: str | None = None, fmt: str | Non
         "root": {"handlers": ["default"], "level": level_name},
         "loggers": {name: {"handlers": [], "propagate": True} for name in UVICORN_LOGGERS},
     }
+
+
+def logging_configured() -> bool:
+    """True when the root logger already writes through the redacting handler (``serve`` set it up
+    through :func:`uvicorn_log_config`, or :func:`configure_logging` ran)."""
+    return any(
+        any(isinstance(f, RedactingFilter) for f in handler.filters) for handler in logging.getLogger().handlers
+    )

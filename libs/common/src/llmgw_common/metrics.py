@@ -12,7 +12,6 @@ them, so the ``serve`` commands switch prometheus-client to multiprocess mode
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -29,22 +28,26 @@ def multiprocess_dir() -> str | None:
 def prepare_multiprocess(workers: int, state_dir: Path, service: str) -> str | None:
     """Called by ``serve`` in the parent before uvicorn starts its workers.
 
-    With several workers and no ``PROMETHEUS_MULTIPROC_DIR`` given, uses
-    ``<state_dir>/prometheus/<service>``. The directory is emptied (files of an earlier run would
-    be counted again). Returns the directory, or None for single-process mode."""
-    directory = multiprocess_dir()
-    if directory is None and workers <= 1:
+    With several workers (or ``PROMETHEUS_MULTIPROC_DIR`` set by the operator) the workers write
+    their samples to ``<PROMETHEUS_MULTIPROC_DIR or <state_dir>/prometheus>/<service>``: one
+    sub-directory per service, so services sharing an environment never count each other's files.
+    The environment variable is pointed at that sub-directory (the workers inherit it) and the
+    directory is emptied (files of an earlier run would be counted again). Returns the directory,
+    or None for single-process mode."""
+    base = multiprocess_dir()
+    if base is None and workers <= 1:
         return None
-    if directory is None:
-        directory = str(Path(state_dir).resolve() / "prometheus" / service)
-        os.environ[ENV_MULTIPROC] = directory
-    path = Path(directory)
+    if base is None:
+        base = str(Path(state_dir).resolve() / "prometheus")
+    path = Path(base)
+    if path.name != service:
+        path = path / service
+    directory = str(path)
+    os.environ[ENV_MULTIPROC] = directory
     if path.exists():
         for child in path.iterdir():
-            if child.is_file() and child.suffix == ".db":
+            if child.is_file() and child.suffix in (".db", ".json"):
                 child.unlink(missing_ok=True)
-            elif child.is_dir():
-                shutil.rmtree(child, ignore_errors=True)
     path.mkdir(parents=True, exist_ok=True)
     return directory
 

@@ -163,3 +163,20 @@ def inject_span_headers(span, headers: dict[str, str] | None = None) -> dict[str
     carrier = headers if headers is not None else {}
     propagate.inject(carrier, context=trace.set_span_in_context(span))
     return carrier
+
+
+class untraced:
+    """``with untraced():`` instrumentations (asyncpg, HTTP clients) record nothing inside.
+
+    For periodic housekeeping loops (outbox retries, expiry passes, partition maintenance): their
+    queries would otherwise become a stream of one-span root traces every few seconds. Spans the
+    code starts itself are still recorded (e.g. a publish the loop makes)."""
+
+    __slots__ = ("_token",)
+
+    def __enter__(self):
+        self._token = context.attach(context.set_value(context._SUPPRESS_INSTRUMENTATION_KEY, True))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        context.detach(self._token)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 import uvicorn
 
+from llmgw_common.logging import configure_logging, uvicorn_log_config
+from llmgw_common.metrics import prepare_multiprocess
 from llmgw_proxy.settings import Settings
 
 
@@ -19,8 +20,11 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--workers", type=int, default=None, help="overrides LLMGW_PROXY_WORKERS")
     args = parser.parse_args(argv)
     settings = Settings()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.service_name, level=settings.log_level)
     if args.command == "serve":
+        # Several workers share the port: each writes its metrics to PROMETHEUS_MULTIPROC_DIR and any
+        # worker's /metrics adds them up (metrics.py).
+        prepare_multiprocess(args.workers or settings.proxy_workers, settings.state_dir, "edge-proxy")
         uvicorn.run(
             "llmgw_proxy.app:create_app",
             factory=True,
@@ -32,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
             access_log=False,
             proxy_headers=False,
             log_level=settings.log_level.lower(),
+            log_config=uvicorn_log_config(settings.service_name, level=settings.log_level),
             timeout_graceful_shutdown=settings.shutdown_grace_seconds,
         )
     return 0

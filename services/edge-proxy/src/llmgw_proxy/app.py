@@ -8,6 +8,9 @@ from contextlib import asynccontextmanager
 from litestar import Litestar
 from litestar.datastructures import State
 
+from llmgw_common.logging import configure_logging, logging_configured
+from llmgw_common.telemetry import setup_tracing, tracing_enabled
+
 from llmgw_proxy.controllers import health
 from llmgw_proxy.router import ProxyRouter
 from llmgw_proxy.runtime import ProxyRuntime
@@ -16,7 +19,12 @@ from llmgw_proxy.settings import Settings
 
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or Settings()
+    if not logging_configured():
+        # `serve` configures it before uvicorn starts; an app created any other way does it here.
+        configure_logging(settings.service_name, level=settings.log_level)
     logging.getLogger("llmgw_proxy").setLevel(settings.log_level.upper())
+    # Before the app is built: the server-span middleware is only there when spans are exported.
+    setup_tracing(settings.service_name)
     runtime = ProxyRuntime(settings)
 
     @asynccontextmanager
@@ -39,5 +47,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
         debug=False,
     )
     # The proxy's /v1/* hot path is routed before Litestar's router (see router.py).
-    app.asgi_handler = ProxyRouter(runtime.service, app.asgi_handler)
+    router = ProxyRouter(runtime.service, app.asgi_handler)
+    app.asgi_handler = router
+    if tracing_enabled():
+        # Litestar's OpenTelemetry middleware around the router: a server span for /v1/* too.
+        from llmgw_proxy.observability import asgi_tracing
+
+        app.asgi_handler = asgi_tracing(router, frozenset(path for _, path in router.exact))
     return app

@@ -5,21 +5,33 @@ collector turns them into metric families when ``/metrics`` is scraped. promethe
 Counter/Histogram take a lock and validate labels on every call, which showed up in the profile.
 Each app has its own registry (several apps may share a test process).
 Model names come from clients: past ``MAX_MODELS`` distinct values the label becomes ``other``.
+
+Several uvicorn workers (``LLMGW_PROXY_WORKERS`` > 1) share one port, so a scrape reaches any one
+of them: ``serve`` then sets ``PROMETHEUS_MULTIPROC_DIR`` (see ``llmgw_common.metrics``), every
+worker writes a snapshot of its values there (``edge-proxy-<pid>.json``, every
+``SNAPSHOT_INTERVAL`` s and at each scrape), and ``/metrics`` in any worker adds up all snapshots:
+counters and histograms of every worker that ever ran (a dead worker's counts stay), gauges of the
+live ones. Single worker: no files, nothing changes.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from bisect import bisect_left
 from collections.abc import Callable
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 MAX_MODELS = 500
+SNAPSHOT_INTERVAL = 1.0
 CONTENT_TYPE = CONTENT_TYPE_LATEST.encode()
 
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+_STATUS_CLASS = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
 _OVERHEAD = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1)
 
 
@@ -71,8 +83,9 @@ class Metrics:
             ("route", "model", "status"),
         )
         self._duration = _Histogram(
-            "llmgw_proxy_request_duration_seconds", "Total request latency (streams: until the last byte).",
-            ("route",), _LATENCY,
+            "llmgw_proxy_request_duration_seconds",
+            "Total request latency (streams: until the last byte), by route, public model and status class (2xx…).",
+            ("route", "model", "status_class"), _LATENCY,
         )
         self._overhead = _Histogram(
             "llmgw_proxy_overhead_seconds", "Time the gateway itself added (x-llmgw-overhead-ms).", ("route",), _OVERHEAD
@@ -100,11 +113,30 @@ class Metrics:
         self._breakers = _Counter(
             "llmgw_proxy_circuit_breaker_opened", "Times a deployment's circuit breaker opened.", ("deployment",)
         )
+        self._tokens = _Counter(
+            "llmgw_proxy_tokens",
+            "Tokens the providers reported, by public model, provider and type (prompt = all input incl. cached, "
+            "cached, cache_write, completion = incl. reasoning, reasoning).",
+            ("model", "provider", "type"),
+        )
+        self._cost = _Counter(
+            "llmgw_proxy_cost_usd",
+            "Cost of the answered requests at list price (genai-prices; metering's ledger applies overrides).",
+            ("model", "provider"),
+        )
+        self._response_cache = _Counter(
+            "llmgw_proxy_response_cache",
+            "Response cache lookups and stores (hit, miss, store, skip = too large to store, error = NATS trouble).",
+            ("result",),
+        )
         self.inflight = 0
         self._gauges: list[tuple[str, str, Callable[[], float]]] = [
             ("llmgw_proxy_in_flight_requests", "Requests being processed.", lambda: self.inflight),
         ]
         self._models: set[str] = set()
+        from llmgw_common.metrics import multiprocess_dir
+
+        self.snapshot_dir = multiprocess_dir()
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
@@ -124,10 +156,25 @@ class Metrics:
         values = self._requests.values
         key = (route, self.model_label(model), str(status))
         values[key] = values.get(key, 0) + 1
-        key = (route,)
-        self._duration.observe(key, seconds)
+        self._duration.observe((route, key[1], _STATUS_CLASS.get(status // 100, "other")), seconds)
         if overhead is not None:
-            self._overhead.observe(key, overhead if overhead > 0 else 0.0)
+            self._overhead.observe((route,), overhead if overhead > 0 else 0.0)
+
+    def tokens(self, model: str, provider: str, tokens) -> None:
+        values = self._tokens.values
+        model = self.model_label(model)
+        for kind, count in (
+            ("prompt", tokens.prompt), ("cached", tokens.cached), ("cache_write", tokens.cache_write),
+            ("completion", tokens.completion), ("reasoning", tokens.reasoning),
+        ):
+            if count:
+                key = (model, provider, kind)
+                values[key] = values.get(key, 0) + count
+
+    def cost(self, model: str, provider: str, usd: float) -> None:
+        values = self._cost.values
+        key = (self.model_label(model), provider)
+        values[key] = values.get(key, 0.0) + usd
 
     def upstream_attempt(self, provider: str, outcome: str, seconds: float | None) -> None:
         values = self._attempts.values
@@ -152,15 +199,91 @@ class Metrics:
         values = self._breakers.values
         values[(deployment,)] = values.get((deployment,), 0) + 1
 
+    def response_cache(self, result: str) -> None:
+        values = self._response_cache.values
+        values[(result,)] = values.get((result,), 0) + 1
+
     # --- exposition -------------------------------------------------------------------------------
+    def _metrics(self) -> list:
+        return [value for value in vars(self).values() if isinstance(value, (_Counter, _Histogram))]
+
     def collect(self):
-        for metric in (
-            self._requests, self._duration, self._overhead, self._upstream, self._attempts, self._key_cache,
-            self._rejections, self._usage, self._breakers,
-        ):
+        directory = self.snapshot_dir
+        if directory is not None:
+            yield from self._collect_workers(directory)
+            return
+        for metric in self._metrics():
             yield metric.family()
         for name, doc, read in self._gauges:
             yield GaugeMetricFamily(name, doc, value=float(read()))
 
+    # --- several workers ---------------------------------------------------------------------------
+    #: PROMETHEUS_MULTIPROC_DIR when several workers share the port (None: this process alone)
+    snapshot_dir: str | None = None
+
+    def _snapshot(self) -> dict:
+        return {
+            "pid": os.getpid(),
+            "metrics": {
+                m.name: [[list(k), v] for k, v in (m.values if isinstance(m, _Counter) else m.series).items()]
+                for m in self._metrics()
+            },
+            "gauges": {name: float(read()) for name, _, read in self._gauges},
+        }
+
+    def write_snapshot(self) -> None:
+        """This worker's values to ``<dir>/edge-proxy-<pid>.json`` (atomically)."""
+        directory = self.snapshot_dir
+        if directory is None:
+            return
+        path = Path(directory) / f"edge-proxy-{os.getpid()}.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self._snapshot(), separators=(",", ":")))
+        os.replace(tmp, path)
+
+    def _collect_workers(self, directory: str):
+        own = self._snapshot()
+        snapshots = [own]
+        try:
+            self.write_snapshot()
+        except OSError:
+            pass
+        for path in Path(directory).glob("edge-proxy-*.json"):
+            try:
+                other = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            if other.get("pid") != own["pid"]:
+                snapshots.append(other)
+        for metric in self._metrics():
+            merged = _Counter(metric.name, metric.doc, metric.labels) if isinstance(metric, _Counter) else _Histogram(
+                metric.name, metric.doc, metric.labels, metric.buckets
+            )
+            target = merged.values if isinstance(merged, _Counter) else merged.series
+            for snapshot in snapshots:
+                for labels, value in snapshot["metrics"].get(metric.name, ()):
+                    key = tuple(labels)
+                    if isinstance(merged, _Counter):
+                        target[key] = target.get(key, 0) + value
+                    else:
+                        series = target.get(key)
+                        target[key] = list(value) if series is None else [a + b for a, b in zip(series, value)]
+            yield merged.family()
+        live = [s for s in snapshots if s is own or _alive(s.get("pid"))]
+        for name, doc, _ in self._gauges:
+            yield GaugeMetricFamily(name, doc, value=sum(s["gauges"].get(name, 0.0) for s in live))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _alive(pid) -> bool:
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -16,6 +16,7 @@ from llmgw_proxy.domain.kv import KV_BUCKET_RATELIMIT, ensure_bucket
 from llmgw_proxy.domain.limits import RateLimiter
 from llmgw_proxy.domain.models import ModelCatalog
 from llmgw_proxy.domain.proxy import ProxyService
+from llmgw_proxy.domain.response_cache import ResponseCache
 from llmgw_proxy.domain.routing import Breakers
 from llmgw_proxy.domain.upstream.client import UpstreamPool
 from llmgw_proxy.domain.usage.publisher import UsagePublisher
@@ -47,6 +48,7 @@ class ProxyRuntime:
             settings, self.keys, self.limits, self.budgets, self.pool, self.breakers, self.publisher, metrics
         )
         self.catalog = self.service.catalog = ModelCatalog(self.pool)
+        self.response_cache = self.service.cache = ResponseCache(settings, metrics)
         self.nc: NATS | None = None
         self._connect_task: asyncio.Task | None = None
         self._connected = asyncio.Event()
@@ -70,8 +72,10 @@ class ProxyRuntime:
         if provider is not None:
             from opentelemetry import trace
 
-            self.tracer = self.service.tracer = trace.get_tracer("llmgw_proxy")
+            self.tracer = self.service.tracer = self.keys.tracer = trace.get_tracer("llmgw_proxy")
         self.publisher.start()
+        if self.metrics.snapshot_dir is not None:  # several workers: see metrics.py
+            self._snapshots = asyncio.create_task(self._write_snapshots(), name="metrics-snapshots")
         self._connect_task = asyncio.create_task(self._connect(), name="nats-connect")
         if self.settings.proxy_metrics_port:
             self._metrics_server = await asyncio.start_server(
@@ -82,8 +86,22 @@ class ProxyRuntime:
         except asyncio.TimeoutError:
             log.warning("NATS not reachable at start-up; serving (503 for unknown keys) and retrying")
 
+    _snapshots: asyncio.Task | None = None
+
+    async def _write_snapshots(self) -> None:
+        from llmgw_proxy.metrics import SNAPSHOT_INTERVAL
+
+        while True:
+            await asyncio.sleep(SNAPSHOT_INTERVAL)
+            try:
+                self.metrics.write_snapshot()
+            except OSError as exc:
+                log.warning("cannot write the metrics snapshot (%s)", type(exc).__name__)
+
     async def stop(self) -> None:
         """Runs after uvicorn stopped accepting and in-flight requests finished."""
+        if self._snapshots is not None:
+            self._snapshots.cancel()
         if self._metrics_server is not None:
             self._metrics_server.close()
         if self._connect_task is not None and not self._connect_task.done():
@@ -123,6 +141,7 @@ class ProxyRuntime:
                 self.publisher.nc, self.publisher.js = nc, js
                 self.limits.kv = await ensure_bucket(js, KV_BUCKET_RATELIMIT, ttl=RATELIMIT_TTL)
                 self.budgets.kv = await ensure_bucket(js, contract.KV_BUCKET_BUDGET)
+                await self.response_cache.bind(js, nc.max_payload)
                 return
             except Exception as exc:  # noqa: BLE001 - JetStream not ready yet
                 log.warning("JetStream set-up failed (%s); retrying", type(exc).__name__)

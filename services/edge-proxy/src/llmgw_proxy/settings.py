@@ -49,6 +49,20 @@ class Settings(GatewaySettings):
     #: completion tokens assumed for a request that sets no max_tokens (budget + TPM estimates)
     estimate_completion_tokens: int = 1024
 
+    # --- response cache (opt-in per key or per request; docs/edge-proxy.md) -----------------------
+    #: kill switch: False = never look up or store, whatever keys and headers ask
+    response_cache_enabled: bool = True
+    #: TTL of an entry when neither the key's metadata nor the request names one (seconds)
+    response_cache_ttl: float = Field(default=300.0, gt=0)
+    #: upper bound of any entry's TTL; the bucket's max_age (entries are gone from NATS after it)
+    response_cache_max_ttl: float = Field(default=3600.0, gt=0)
+    #: size of the shared KV bucket; past it the oldest entries are dropped
+    response_cache_max_bytes: int = Field(default=256 * MIB, ge=1024)
+    #: answers larger than this (or than NATS's max payload) are not cached
+    response_cache_max_entry_bytes: int = Field(default=1 * MIB, ge=1)
+    #: a lookup slower than this counts as a miss (NATS trouble never stalls requests for long)
+    response_cache_lookup_timeout: float = Field(default=0.5, gt=0)
+
     # --- usage events -------------------------------------------------------------------------
     usage_queue_size: int = 100_000
     usage_batch_size: int = 512
@@ -58,6 +72,9 @@ class Settings(GatewaySettings):
     spool_segment_bytes: int = 64 * MIB
     #: on shutdown: how long to try JetStream before leaving the rest in the spool
     shutdown_flush_timeout: float = 10.0
+
+    #: one JSON log line per request (request/trace/key ids, model, status, timings, tokens)
+    proxy_access_log: bool = True
 
     #: on SIGTERM uvicorn stops accepting and waits this long for in-flight requests (streams
     #: included) before cancelling them; the usage queue is then flushed (JetStream or spool)

@@ -7,16 +7,16 @@ import asyncio
 import logging
 import sys
 
+from llmgw_common.logging import configure_logging, uvicorn_log_config
+from llmgw_common.metrics import prepare_multiprocess
+
 from llmgw_keys.settings import Settings
 
 log = logging.getLogger("llmgw_keys")
 
 
 def _configure_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(settings.service_name, level=settings.log_level)
 
 
 def cmd_migrate(settings: Settings) -> int:
@@ -52,6 +52,8 @@ def cmd_serve(settings: Settings) -> int:
         from llmgw_keys.migrate import migrate
 
         asyncio.run(migrate(settings))
+    # Several workers share the port: prometheus-client's multiprocess mode sums them per scrape.
+    prepare_multiprocess(settings.keys_workers, settings.state_dir, "key-service")
     uvicorn.run(
         "llmgw_keys.app:create_app",
         factory=True,
@@ -62,6 +64,7 @@ def cmd_serve(settings: Settings) -> int:
         http="httptools",
         access_log=False,
         log_level=settings.log_level.lower(),
+        log_config=uvicorn_log_config(settings.service_name, level=settings.log_level),
     )
     return 0
 

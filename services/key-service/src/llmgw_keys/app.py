@@ -11,16 +11,21 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme, Tag
+from llmgw_common.logging import configure_logging, logging_configured
+from llmgw_common.metrics import worker_exiting
+from llmgw_common.telemetry import litestar_opentelemetry_plugin, setup_tracing
 
 from llmgw_keys.auth import require_token
 from llmgw_keys.controllers.admin_tokens import AdminTokensController
 from llmgw_keys.controllers.audit import AuditController
+from llmgw_keys.controllers.cache import CacheController
 from llmgw_keys.controllers.common import provide_principal, provide_runtime
-from llmgw_keys.controllers.health import healthz, readyz
+from llmgw_keys.controllers.health import healthz, metrics, readyz
 from llmgw_keys.controllers.keys import KeysController
 from llmgw_keys.controllers.providers import ProvidersController
 from llmgw_keys.controllers.routes import RoutesController
 from llmgw_keys.errors import exception_handlers
+from llmgw_keys.metrics import HTTP
 from llmgw_keys.runtime import Runtime
 from llmgw_keys.settings import Settings
 
@@ -36,9 +41,12 @@ tokens and the audit log. Every `/v1/*` call needs `Authorization: Bearer <admin
 
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or Settings()
-    if not logging.getLogger().handlers:
-        # uvicorn workers start with a bare root logger; our INFO/WARNING lines go through it.
-        logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not logging_configured():
+        # `serve` configures it before uvicorn starts; an app created any other way does it here.
+        configure_logging(settings.service_name, level=settings.log_level)
+    # Before the app is built: the OpenTelemetry plugin is only added when spans are exported.
+    setup_tracing(settings.service_name)
+    otel = litestar_opentelemetry_plugin()
     runtime = Runtime(settings)
 
     @asynccontextmanager
@@ -51,18 +59,24 @@ def create_app(settings: Settings | None = None) -> Litestar:
             # Also after a failed start: a NATS connection left open would keep its queue-group
             # subscription and swallow a share of the lookups.
             await runtime.stop()
+            worker_exiting()
 
     admin_api = Router(
         path="/",
         guards=[require_token],
         security=[{"BearerToken": []}],
         dependencies={"principal": Provide(provide_principal, sync_to_thread=False)},
-        route_handlers=[KeysController, ProvidersController, RoutesController, AdminTokensController, AuditController],
+        route_handlers=[
+            KeysController, ProvidersController, RoutesController, AdminTokensController, AuditController,
+            CacheController,
+        ],
     )
 
     app = Litestar(
-        route_handlers=[healthz, readyz, admin_api],
+        route_handlers=[healthz, readyz, metrics, admin_api],
         lifespan=[lifespan],
+        middleware=[HTTP.middleware],
+        plugins=[otel] if otel is not None else [],
         dependencies={"runtime": Provide(provide_runtime, sync_to_thread=False)},
         exception_handlers=exception_handlers,
         openapi_config=OpenAPIConfig(
@@ -86,6 +100,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 Tag(name="routes", description="Public model name → deployments"),
                 Tag(name="admin tokens", description="Bearer tokens for admins and analysts"),
                 Tag(name="audit", description="Who changed what, when"),
+                Tag(name="response cache", description="The edge proxies' shared response cache: stats, purge"),
                 Tag(name="health", description="Liveness and readiness"),
             ],
         ),

@@ -64,6 +64,11 @@ class Invalid(ApiError):
     error_type = "invalid_request_error"
 
 
+class Unavailable(ApiError):
+    status_code = 503
+    error_type = "service_unavailable"
+
+
 def error_response(status_code: int, error_type: str, message: str, headers: dict[str, str] | None = None) -> Response:
     return Response(
         content={"error": {"type": error_type, "message": message}},

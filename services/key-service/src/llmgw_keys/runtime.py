@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from cryptography.fernet import MultiFernet
 from llmgw_common import contract
 from llmgw_common.messaging import connect, ensure_streams
-from llmgw_common.telemetry import setup_tracing
+from llmgw_common.telemetry import instrument_asyncpg, setup_tracing
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from sqlalchemy import text
@@ -67,6 +67,7 @@ class Runtime:
 
         settings = self.settings
         setup_tracing(settings.service_name)
+        instrument_asyncpg()  # before the engine opens connections; a no-op unless tracing is on
         self.cipher = build_cipher(settings)
         self.bootstrap_token = settings.resolved_admin_token()
         self.engine = create_engine(settings)

@@ -255,6 +255,28 @@ class AuditList(Struct, kw_only=True):
     next_cursor: str | None
 
 
+# --- response cache (edge proxies' shared JetStream KV bucket) ---------------------------------------
+class CacheStats(Struct, kw_only=True):
+    bucket: str
+    #: False until an edge proxy created the bucket
+    exists: bool
+    #: the project the counts are limited to, or null for the whole cache
+    project: str | None = None
+    #: stored answers (expired ones count until NATS removes them, at the latest after max_age_seconds)
+    entries: int
+    #: bytes in the bucket; null when limited to a project (NATS counts bytes per bucket only)
+    bytes: int | None
+    max_bytes: int | None = None
+    max_age_seconds: float | None = None
+
+
+class CachePurged(Struct, kw_only=True):
+    bucket: str
+    project: str | None = None
+    #: entries removed
+    purged: int
+
+
 # --- misc ----------------------------------------------------------------------------------------
 class ErrorBody(Struct, kw_only=True):
     type: str

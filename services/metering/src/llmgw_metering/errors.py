@@ -7,6 +7,7 @@ import logging
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotFoundException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from sqlalchemy.exc import SQLAlchemyError
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,17 @@ def http_error_handler(_: Request, exc: HTTPException) -> Response:
     return _response(status, _TYPES.get(status, "api_error"), str(message), getattr(exc, "headers", None))
 
 
+def database_error_handler(request: Request, exc: Exception) -> Response:
+    """PostgreSQL unreachable or a query over its time limit: 503, not a stack trace."""
+    text = f"{type(exc).__name__}: {exc}"
+    if "QueryCanceled" in text or "statement timeout" in text:
+        return _response(503, "service_unavailable", "the query exceeded its time limit; narrow the range")
+    if isinstance(exc, (OSError, ConnectionError)) or "connect" in text.lower() or "closed" in text.lower():
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, type(exc).__name__)
+        return _response(503, "service_unavailable", "the database is unavailable")
+    return internal_error_handler(request, exc)
+
+
 def internal_error_handler(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return _response(HTTP_500_INTERNAL_SERVER_ERROR, "api_error", "internal error")
@@ -81,6 +93,8 @@ def internal_error_handler(request: Request, exc: Exception) -> Response:
 
 EXCEPTION_HANDLERS = {
     ApiError: api_error_handler,
+    SQLAlchemyError: database_error_handler,
+    OSError: database_error_handler,
     ValidationException: validation_handler,
     HTTPException: http_error_handler,
     Exception: internal_error_handler,

@@ -118,6 +118,39 @@ def translation_not_enabled(model: str, caller: str, provider_kind: str) -> Prox
     )
 
 
+def translation_not_supported(model: str, caller: str, provider_kind: str, path: str, translated: str) -> ProxyError:
+    return ProxyError(
+        400,
+        f"Model '{model}' is served by an {provider_kind} provider, and {caller}-format {path} requests cannot be "
+        f"translated to it: only {translated} is translated between the OpenAI and Anthropic API formats.",
+        openai_type="invalid_request_error",
+        code="translation_not_supported",
+        anthropic_type="invalid_request_error",
+    )
+
+
+class TranslationRefused(ProxyError):
+    """A request parameter the translation path cannot map (400, before any upstream call); the body
+    is the translation library's own (it names the parameter: ``param``, ``unsupported_parameter``)."""
+
+    def __init__(self, exc) -> None:  # exc: translation.TranslationError
+        super().__init__(
+            exc.status, str(exc), openai_type="invalid_request_error", code=exc.code,
+            anthropic_type="invalid_request_error", reason="translation_error",
+        )
+        self._bodies = {"openai": _encode(exc.openai_body()), "anthropic": _encode(exc.anthropic_body())}
+
+    def body(self, dialect: Dialect) -> bytes:
+        return self._bodies[dialect]
+
+
+def upstream_invalid_response(detail: str) -> ProxyError:
+    return ProxyError(
+        502, f"The upstream provider's answer could not be translated: {detail}", openai_type="api_error",
+        code="upstream_invalid_response", anthropic_type="api_error", reason="upstream_invalid_response",
+    )
+
+
 def body_too_large(limit: int) -> ProxyError:
     return ProxyError(
         413,

@@ -6,6 +6,9 @@ Plain ASGI on purpose (see router.py): this is the hot path, so it parses only w
 (one msgspec pass into a struct of the handful of fields it checks), forwards the client's
 original bytes (the only rewrites: ``stream_options.include_usage`` for OpenAI streams and the
 upstream model name when a route renames it), and hands the usage event to a background task.
+A deployment of the other API format goes through a translation path (``translated.py``); an
+opted-in non-streaming request may be answered from the shared response cache
+(``response_cache.py``).
 """
 
 from __future__ import annotations
@@ -23,13 +26,15 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import Status, StatusCode
 
 from llmgw_common import pricing
-from llmgw_common.contract import UsageEvent, hash_secret
-from llmgw_proxy.domain import errors, routing
+from llmgw_common.contract import UsageEvent, hash_secret, usage_subject
+from llmgw_proxy import observability
+from llmgw_proxy.domain import errors, routing, translated
 from llmgw_proxy.domain.ids import new_id
 from llmgw_proxy.domain.auth.key_cache import KeyCache, KeyEntry
 from llmgw_proxy.domain.budgets import BudgetGuard
 from llmgw_proxy.domain.http import ClientGone, Incoming, read_body, send_bytes
 from llmgw_proxy.domain.limits import RateLimiter
+from llmgw_proxy.domain.response_cache import CachePlan, ResponseCache
 from llmgw_proxy.domain.streaming import SSEUsage
 from llmgw_proxy.domain.upstream.client import UpstreamPool, relay_headers, upstream_headers
 from llmgw_proxy.domain.upstream.http1 import ConnectTimeout, Response, UpstreamError
@@ -108,7 +113,7 @@ class Ctx:
         "inc", "endpoint", "path", "dialect", "t0", "ts", "entry", "body", "model", "stream", "inject", "max_tokens",
         "admission", "reservation", "attempts", "candidate", "up_start", "up_headers", "up_end", "first_byte",
         "t_end", "status", "status_code", "error_type", "client_gone", "done", "sse", "tokens", "streamed",
-        "watcher", "forwarded", "overhead", "span", "traceparent", "route",
+        "watcher", "forwarded", "overhead", "span", "span_owned", "traceparent", "route", "parsed", "prepared", "cache",
     )
 
     def __init__(self, inc: Incoming, endpoint: Endpoint | None, dialect: str) -> None:
@@ -146,8 +151,15 @@ class Ctx:
         self.watcher: asyncio.TimerHandle | asyncio.Task | None = None
         self.forwarded = False
         self.overhead: float | None = None
+        #: the request's server span (tracing on); span_owned: started here, not by the ASGI middleware
         self.span = None
+        self.span_owned = False
         self.traceparent: str | None = inc.traceparent
+        #: translation paths: the caller's body as a dict, and (candidate, translated bytes) made early
+        self.parsed: dict | None = None
+        self.prepared: tuple | None = None
+        #: the response cache's plan for this request (None: not cached)
+        self.cache: CachePlan | None = None
 
 
 class Answer:
@@ -187,6 +199,10 @@ class ProxyService:
         self.retry_base = settings.upstream_retry_base
         self.retry_max_wait = settings.upstream_retry_max_wait
         self.default_completion = settings.estimate_completion_tokens
+        #: one JSON log line per request (LLMGW_PROXY_ACCESS_LOG)
+        self.access_log = getattr(settings, "proxy_access_log", True)
+        #: set by the runtime (None: no response cache)
+        self.cache: ResponseCache | None = None
         self._background: set[asyncio.Task] = set()
 
     # --- entry points -------------------------------------------------------------------------
@@ -194,6 +210,10 @@ class ProxyService:
         """Proxy one request; ``endpoint`` None = passthrough of any other ``/v1/*`` path."""
         inc = Incoming(scope)
         ctx = Ctx(inc, endpoint, dialect or (endpoint.dialect if endpoint is not None else "openai"))
+        if self.tracer is not None:
+            self._start_span(ctx)
+        elif ctx.traceparent is None:
+            ctx.traceparent = observability.new_traceparent()  # log correlation across the services
         self.metrics.inflight += 1
         task = asyncio.current_task()
         try:
@@ -252,7 +272,10 @@ class ProxyService:
             if not ctx.done:
                 await self._send_error(send, ctx, errors.internal_error())
         finally:
-            self.metrics.request(ctx.route, "", ctx.status_code, perf_counter() - ctx.t0, None)
+            now = perf_counter()
+            self.metrics.request(ctx.route, "", ctx.status_code, now - ctx.t0, None)
+            if self.access_log:
+                observability.access_log(ctx, usage_tokens.Tokens(), now)
 
     # --- pipeline -------------------------------------------------------------------------------
     async def _forward(self, ctx: Ctx, receive, send) -> None:
@@ -265,7 +288,16 @@ class ProxyService:
         if ctx.model and not entry.model_allowed(ctx.model):
             raise errors.model_not_allowed(ctx.model)
         if endpoint is not None and endpoint.validate:
-            candidates = routing.resolve(entry, ctx.model, ctx.dialect).ordered()
+            candidates = routing.resolve(entry, ctx.model, ctx.dialect, ctx.path).ordered()
+            first = candidates[0]
+            if first.translator is not None and all(c.translator is first.translator for c in candidates):
+                # Every deployment needs this translation: an unmappable parameter is a 400 now,
+                # before limits, budget or any upstream call.
+                ctx.prepared = (first, self._body_for(ctx, first))
+            cache = self.cache
+            if cache is not None and not ctx.stream:
+                record = entry.record
+                ctx.cache = cache.plan(ctx.inc.headers, record.metadata, record.project, ctx.path, ctx.model, ctx.body)
         else:
             provider = routing.passthrough_provider(entry, ctx.dialect)
             if provider is None:
@@ -274,10 +306,11 @@ class ProxyService:
         record = entry.record
         if record.rpm_limit is not None or record.tpm_limit is not None or record.max_parallel_requests is not None:
             ctx.admission = await self.limits.admit(record, self._estimate_tokens(ctx))
+        if ctx.cache is not None and await self.cache.lookup(ctx.cache) is not None:
+            await self._send_cached(ctx, send)  # no upstream call, no budget (priced at zero)
+            return
         if record.budget_usd is not None and (endpoint is None or endpoint.priced):
             ctx.reservation = await self.budgets.reserve(record, self._estimate_usd(ctx, candidates[0]), ctx.ts)
-        if self.tracer is not None:
-            self._start_span(ctx)
         # Client-disconnect watch, started only if the upstream part lasts (an instant answer
         # never pays for the extra task).
         ctx.watcher = asyncio.get_running_loop().call_later(
@@ -369,7 +402,16 @@ class ProxyService:
         return float(price.cost_usd)
 
     def _body_for(self, ctx: Ctx, candidate: routing.Candidate) -> bytes:
-        """The original bytes, unless the usage injection or a model rename needs a rewrite."""
+        """The original bytes, unless the usage injection or a model rename needs a rewrite, or the
+        translated request for a deployment of the other API format."""
+        translator = candidate.translator
+        if translator is not None:
+            prepared = ctx.prepared
+            if prepared is not None and prepared[0] is candidate:
+                return prepared[1]
+            if ctx.parsed is None:
+                ctx.parsed = translated.parse_body(ctx.body)
+            return translated.request_body(translator, ctx.parsed, candidate.upstream_model)
         rename = candidate.upstream_model != ctx.model and ctx.endpoint is not None and ctx.endpoint.validate
         if not rename and not ctx.inject:
             return ctx.body
@@ -397,15 +439,30 @@ class ProxyService:
         method = inc.method
         last_failure: tuple | None = None  # ("status", resp, body, cand) | ("timeout"|"connect", detail)
         skipped: list[str] = []
+        refused: errors.TranslationRefused | None = None
         metrics = self.metrics
         pool = self.pool
+        tracer = self.tracer
+        # tracing on: each attempt's own span goes upstream as the traceparent (added per attempt)
+        traceparent = ctx.traceparent if tracer is None else None
         for candidate in candidates:
             if not self.breakers.allow(candidate.name):
                 skipped.append(candidate.name)
                 continue
             provider = candidate.provider
-            headers = upstream_headers(inc.headers, provider, inc.request_id, ctx.traceparent)
-            data = self._body_for(ctx, candidate)
+            translator = candidate.translator
+            if translator is None:
+                headers = upstream_headers(inc.headers, provider, inc.request_id, traceparent)
+                path, query = inc.path, inc.query
+                data = self._body_for(ctx, candidate)
+            else:
+                try:
+                    data = self._body_for(ctx, candidate)
+                except errors.TranslationRefused as exc:
+                    refused = refused or exc  # this deployment cannot take the request: the next one
+                    continue
+                headers = translated.request_headers(inc.headers, provider, inc.request_id, traceparent, translator)
+                path, query = translator.upstream_path, b""
             if not data and method in ("GET", "HEAD", "DELETE", "OPTIONS"):
                 data = None
             for attempt in range(self.max_attempts):
@@ -416,9 +473,16 @@ class ProxyService:
                 if ctx.up_start is None:
                     ctx.up_start = started
                 retry_after = None
+                span = up_status = up_error = None
+                sent = headers
+                if tracer is not None:
+                    span = observability.upstream_span(
+                        tracer, observability.parent_context(ctx.span), method, provider, candidate.name, path, attempt
+                    )
+                    sent = headers + [observability.traceparent_line(span)]
                 try:
-                    resp = await pool.request(provider, method, inc.path, inc.query, headers, data)
-                    status = resp.status
+                    resp = await pool.request(provider, method, path, query, sent, data)
+                    status = up_status = resp.status
                     if status == 429 or status >= 500:
                         try:
                             body = await resp.read(MAX_ERROR_BODY)
@@ -442,11 +506,16 @@ class ProxyService:
                         metrics.upstream_attempt(provider.name, "ok", ctx.up_end - started)
                         return Answer(resp, body, candidate, False)
                 except UpstreamError as exc:
+                    up_error = exc.kind
                     last_failure = (exc.kind, _describe(exc, provider.name))
                     metrics.upstream_attempt(provider.name, exc.kind, None)
                 except ValueError as exc:  # a provider URL/key the upstream client cannot use
+                    up_error = "connect_error"
                     last_failure = ("connect_error", f"provider '{provider.name}' is misconfigured: {exc}")
                     metrics.upstream_attempt(provider.name, "connect_error", None)
+                finally:
+                    if span is not None:
+                        observability.end_upstream_span(span, up_status, up_error)
                 self.breakers.failure(candidate.name)
                 if attempt + 1 >= self.max_attempts or not self.breakers.allow(candidate.name):
                     break
@@ -457,6 +526,8 @@ class ProxyService:
                     wait = max(wait, retry_after)
                 await asyncio.sleep(min(wait, self.retry_max_wait))
         ctx.up_end = perf_counter()
+        if last_failure is None and refused is not None and not skipped:
+            raise refused
         if last_failure is None:
             retry = max(1, math.ceil(self.breakers.retry_after(skipped)))
             raise errors.ProxyError(
@@ -482,7 +553,10 @@ class ProxyService:
         body = answer.body
         ctx.status_code = status = resp.status
         anthropic = answer.candidate.provider.kind == "anthropic"
-        ctx.tokens = usage_tokens.from_body(body, anthropic)
+        ctx.tokens = usage_tokens.from_body(body, anthropic)  # the upstream's own answer, normalised
+        translator = answer.candidate.translator
+        if translator is not None:
+            body = translated.response_body(translator, status, body, ctx.model)
         if status >= 400:
             ctx.status = "error"
             ctx.error_type = f"upstream_{status}"
@@ -490,14 +564,41 @@ class ProxyService:
         upstream = (ctx.up_end or now) - (ctx.up_start or now)
         overhead = (now - ctx.t0) - upstream
         headers = relay_headers(resp.raw_headers)
+        if translator is not None:
+            headers = [h for h in headers if h[0] != b"content-type"]
         headers += self._own_headers(ctx, overhead)
         headers.append((b"content-length", b"%d" % len(body)))
         if not any(name == b"content-type" for name, _ in headers):
             headers.append((b"content-type", b"application/json"))
+        plan = ctx.cache
+        if plan is not None:
+            headers.append((b"x-llmgw-cache", b"miss"))
         ctx.done = True
         ctx.first_byte = now
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+        if plan is not None and status == 200:
+            ctype = "application/json" if translator is not None else resp.content_type
+            self._spawn(self.cache.store(plan, body, ctype, answer.candidate, ctx.tokens))
+
+    async def _send_cached(self, ctx: Ctx, send) -> None:
+        """A response-cache hit: the stored answer, one usage event (``cached``), no upstream call."""
+        hit = ctx.cache.hit
+        ctx.forwarded = True  # served: it gets its usage event
+        ctx.status_code = hit.status
+        ctx.tokens = hit.tokens()
+        now = perf_counter()
+        headers = self._own_headers(ctx, now - ctx.t0)
+        headers += [
+            (b"content-type", hit.content_type.encode("latin-1")),
+            (b"content-length", b"%d" % len(hit.body)),
+            (b"x-llmgw-cache", b"hit"),
+            (b"age", b"%d" % max(0, int(time.time() - hit.created))),
+        ]
+        ctx.done = True
+        ctx.first_byte = now
+        await send({"type": "http.response.start", "status": hit.status, "headers": headers})
+        await send({"type": "http.response.body", "body": hit.body})
 
     async def _relay_stream(self, ctx: Ctx, send, answer: Answer) -> None:
         resp = answer.resp
@@ -506,12 +607,17 @@ class ProxyService:
         is_sse = resp.content_type.startswith("text/event-stream")
         endpoint = ctx.endpoint
         mode = None
+        translator = answer.candidate.translator
         if is_sse:
             if answer.candidate.provider.kind == "anthropic":
                 mode = "anthropic"
             else:
                 mode = endpoint.stream_mode if endpoint is not None and endpoint.stream_mode else "openai"
-        sse = ctx.sse = SSEUsage(mode, strip=ctx.inject) if mode else None
+        if translator is not None and is_sse:
+            # the caller's stream, written by the translator (include_usage = what the client asked)
+            sse = ctx.sse = translated.TranslatedSSE(translator.new_stream(ctx.model, not ctx.inject))
+        else:
+            sse = ctx.sse = SSEUsage(mode, strip=ctx.inject) if mode else None
         now = perf_counter()
         overhead = (now - ctx.t0) - ((ctx.up_headers or now) - (ctx.up_start or now))
         headers = relay_headers(resp.raw_headers)
@@ -535,8 +641,10 @@ class ProxyService:
                 tail = sse.finish() if sse is not None and not sse.strip else b""
                 ctx.status = "incomplete"
                 ctx.error_type = "upstream_timeout" if exc.kind == "timeout" else "upstream_disconnect"
-                if is_sse:
+                if is_sse and translator is None:
                     tail += self._stream_error_event(ctx)
+                # (translated: the translator's finish() above already ended the caller's stream,
+                # with an error event in the caller's dialect when it was cut before the end)
             ctx.up_end = perf_counter()
             if ctx.first_byte is None:
                 ctx.first_byte = ctx.up_end
@@ -588,7 +696,8 @@ class ProxyService:
         if tokens is None:
             tokens = ctx.sse.tokens if ctx.sse is not None else usage_tokens.Tokens()
         if ctx.admission is not None:
-            self.limits.release(ctx.admission, tokens.total)
+            # a cache hit used no provider tokens
+            self.limits.release(ctx.admission, 0 if ctx.cache is not None and ctx.cache.hit is not None else tokens.total)
         entry = ctx.entry
         if ctx.forwarded and entry is not None:
             self._emit(ctx, tokens, now)
@@ -597,28 +706,40 @@ class ProxyService:
         if ctx.span is not None:
             self._end_span(ctx)
         self.metrics.request(ctx.route, ctx.model, ctx.status_code, now - ctx.t0, ctx.overhead)
+        if tokens.total or tokens.prompt or tokens.completion:
+            self._count_tokens(ctx, tokens)
+        if self.access_log:
+            observability.access_log(ctx, tokens, now)
 
     def _emit(self, ctx: Ctx, tokens: usage_tokens.Tokens, now: float) -> None:
         record = ctx.entry.record
         candidate = ctx.candidate
         t0 = ctx.t0
         reservation = ctx.reservation
+        hit = ctx.cache.hit if ctx.cache is not None else None
+        if hit is not None:  # the deployment that produced the cached answer
+            provider, upstream_model, deployment = hit.provider, hit.upstream_model, hit.deployment
+        elif candidate is not None:
+            provider, upstream_model, deployment = candidate.provider.name, candidate.upstream_model, candidate.name
+        else:
+            provider = upstream_model = deployment = ""
         event = UsageEvent(
             event_id=new_id(),
             request_id=ctx.inc.request_id,
             ts=ctx.ts,
             key_id=record.id,
             project=record.project,
-            provider=candidate.provider.name if candidate is not None else "",
+            provider=provider,
             model=ctx.model,
-            upstream_model=candidate.upstream_model if candidate is not None else "",
-            deployment=candidate.name if candidate is not None else "",
+            upstream_model=upstream_model,
+            deployment=deployment,
             endpoint=ctx.path,
             streamed=ctx.streamed,
             status=ctx.status,
             status_code=ctx.status_code,
             error_type=ctx.error_type,
             attempts=ctx.attempts,
+            cached=hit is not None,
             prompt_tokens=tokens.prompt,
             cached_tokens=tokens.cached,
             cache_write_tokens=tokens.cache_write,
@@ -633,7 +754,36 @@ class ProxyService:
             reserved_usd=reservation.amount if reservation is not None else 0.0,
             budget_period_key=reservation.period_key if reservation is not None else None,
         )
-        self.publisher.submit(event, {"traceparent": ctx.traceparent} if ctx.traceparent else None)
+        if self.tracer is not None and ctx.span is not None:
+            headers = observability.publish_headers(
+                self.tracer, observability.parent_context(ctx.span), usage_subject(event.provider), event.event_id
+            )
+        else:
+            headers = {"traceparent": ctx.traceparent} if ctx.traceparent else None
+        self.publisher.submit(event, headers)
+
+    def _count_tokens(self, ctx: Ctx, tokens: usage_tokens.Tokens) -> None:
+        """Token and (list-price) cost counters by model and provider."""
+        hit = ctx.cache.hit if ctx.cache is not None else None
+        if hit is not None:
+            return  # served from the response cache: no provider tokens were used
+        candidate = ctx.candidate
+        provider = candidate.provider.name if candidate is not None else "unknown"
+        self.metrics.tokens(ctx.model, provider, tokens)
+        try:
+            price = pricing.price(
+                provider,
+                (candidate.upstream_model if candidate is not None else "") or ctx.model,
+                prompt_tokens=tokens.prompt,
+                cached_tokens=tokens.cached,
+                cache_write_tokens=tokens.cache_write,
+                completion_tokens=tokens.completion,
+                aliases=(ctx.model,) if ctx.model else (),
+            )
+        except Exception:  # noqa: BLE001 - pricing must never break the hot path
+            return
+        if price.cost_usd:
+            self.metrics.cost(ctx.model, provider, float(price.cost_usd))
 
     def _spawn(self, coro) -> None:
         task = asyncio.ensure_future(coro)
@@ -642,13 +792,19 @@ class ProxyService:
 
     # --- tracing (only when an exporter is configured) -------------------------------------------
     def _start_span(self, ctx: Ctx) -> None:
-        parent = propagate.extract({"traceparent": ctx.inc.traceparent}) if ctx.inc.traceparent else None
-        span = self.tracer.start_span(
-            f"{ctx.inc.method} {ctx.path}",
-            context=parent,
-            kind=trace.SpanKind.SERVER,
-            attributes={"llmgw.key_id": ctx.entry.record.id, "llmgw.model": ctx.model, "llmgw.request_id": ctx.inc.request_id},
-        )
+        current = trace.get_current_span()
+        if current.is_recording():
+            # the server span of the OpenTelemetry middleware around the router (observability.asgi_tracing)
+            span = current
+        else:
+            parent = propagate.extract({"traceparent": ctx.inc.traceparent}) if ctx.inc.traceparent else None
+            span = self.tracer.start_span(
+                f"{ctx.inc.method} {ctx.path if ctx.endpoint is not None else '/v1/*'}",
+                context=parent,
+                kind=trace.SpanKind.SERVER,
+            )
+            ctx.span_owned = True
+        span.set_attribute("llmgw.request_id", ctx.inc.request_id)
         ctx.span = span
         carrier: dict[str, str] = {}
         propagate.inject(carrier, context=trace.set_span_in_context(span))
@@ -656,13 +812,18 @@ class ProxyService:
 
     def _end_span(self, ctx: Ctx) -> None:
         span = ctx.span
+        if ctx.entry is not None:
+            span.set_attribute("llmgw.key_id", ctx.entry.record.id)
+        if ctx.model:
+            span.set_attribute("llmgw.model", ctx.model)
         span.set_attribute("http.response.status_code", ctx.status_code)
         span.set_attribute("llmgw.attempts", ctx.attempts)
         if ctx.candidate is not None:
             span.set_attribute("llmgw.deployment", ctx.candidate.name)
         if ctx.status != "ok":
             span.set_status(Status(StatusCode.ERROR, ctx.error_type or ctx.status))
-        span.end()
+        if ctx.span_owned:
+            span.end()
 
     async def close(self) -> None:
         if self._background:

@@ -3,9 +3,11 @@
 - The route for a model: the route whose ``model`` equals it, else the first route (in the order
   key-service sends them) whose glob matches it.
 - Deployments are tried by ``priority`` (lower first); inside one priority, a weighted random order.
-- A deployment whose provider speaks another dialect than the caller needs translation, which is
-  not enabled yet (issue #10): :data:`TRANSLATORS` is where translators slot in. A route left with
-  no same-dialect deployment answers 400 ``translation_not_enabled``.
+- A deployment whose provider speaks another dialect than the caller is used through a translator
+  (:data:`TRANSLATORS`, ``(caller dialect, provider kind)`` -> :class:`Translation`), only on the
+  endpoints that have a counterpart (:data:`TRANSLATED_PATHS`: ``/v1/chat/completions`` ⇄
+  ``/v1/messages``). On any other endpoint such deployments are skipped; a route left with none
+  answers 400 ``translation_not_supported`` (docs/translation.md).
 - Upstream model ``*`` means "the name the client asked for".
 """
 
@@ -18,11 +20,19 @@ from fnmatch import fnmatchcase
 from llmgw_common.contract import ProviderCredential
 from llmgw_proxy.domain import errors
 from llmgw_proxy.domain.auth.key_cache import KeyEntry
+from llmgw_proxy.domain.translation import ANTHROPIC_CALLER_TO_OPENAI, OPENAI_CALLER_TO_ANTHROPIC, Translation
 
 DIALECT_KINDS = {"openai": ("openai", "openai-compatible"), "anthropic": ("anthropic",)}
 
-#: (caller dialect, provider kind) -> translator; empty until cross-provider translation lands.
-TRANSLATORS: dict[tuple[str, str], object] = {}
+#: (caller dialect, provider kind) -> the translation used for a deployment of the other dialect
+TRANSLATORS: dict[tuple[str, str], Translation] = {
+    ("openai", "anthropic"): OPENAI_CALLER_TO_ANTHROPIC,
+    ("anthropic", "openai"): ANTHROPIC_CALLER_TO_OPENAI,
+    ("anthropic", "openai-compatible"): ANTHROPIC_CALLER_TO_OPENAI,
+}
+
+#: caller dialect -> the one endpoint translated for it (the others have no counterpart)
+TRANSLATED_PATHS = {"openai": "/v1/chat/completions", "anthropic": "/v1/messages"}
 
 
 class Candidate:
@@ -75,16 +85,19 @@ def _weighted_order(group: list[Candidate]) -> list[Candidate]:
     return out
 
 
-def resolve(entry: KeyEntry, model: str, dialect: str) -> Resolution:
-    """Cached per key entry; raises ProxyError 404 (no route/provider) or 400 (needs translation)."""
-    key = (model, dialect)
+def resolve(entry: KeyEntry, model: str, dialect: str, path: str | None = None) -> Resolution:
+    """Cached per key entry; raises ProxyError 404 (no route/provider) or 400 (needs a translation
+    this endpoint does not have). ``path`` = the endpoint: deployments of the other dialect are
+    usable only when it is the dialect's translated endpoint (``None``: the translated one)."""
+    translate = path is None or TRANSLATED_PATHS.get(dialect) == path
+    key = (model, dialect, translate)
     hit = entry.resolutions.get(key)
     if hit is not None:
         if isinstance(hit, errors.ProxyError):
             raise hit
         return hit
     try:
-        result: Resolution | errors.ProxyError = _resolve(entry, model, dialect)
+        result: Resolution | errors.ProxyError = _resolve(entry, model, dialect, translate, path)
     except errors.ProxyError as exc:
         result = exc
     if len(entry.resolutions) > 1000:
@@ -105,7 +118,7 @@ def find_route(entry: KeyEntry, model: str):
     return None
 
 
-def _resolve(entry: KeyEntry, model: str, dialect: str) -> Resolution:
+def _resolve(entry: KeyEntry, model: str, dialect: str, translate: bool = True, path: str | None = None) -> Resolution:
     route = find_route(entry, model)
     if route is None:
         raise errors.model_not_found(model)
@@ -119,14 +132,17 @@ def _resolve(entry: KeyEntry, model: str, dialect: str) -> Resolution:
         upstream_model = model if dep.model in ("*", "") else dep.model
         translator = None
         if provider.kind not in kinds:
-            translator = TRANSLATORS.get((dialect, provider.kind))
+            translator = TRANSLATORS.get((dialect, provider.kind)) if translate else None
             if translator is None:
                 foreign_kind = provider.kind
                 continue
         usable.append(Candidate(provider, upstream_model, dep.weight, dep.priority, translator))
     if not usable:
+        caller = "OpenAI" if dialect == "openai" else "Anthropic"
+        if foreign_kind is not None and not translate:
+            raise errors.translation_not_supported(model, caller, foreign_kind, path or "", TRANSLATED_PATHS[dialect])
         if foreign_kind is not None:
-            raise errors.translation_not_enabled(model, "OpenAI" if dialect == "openai" else "Anthropic", foreign_kind)
+            raise errors.translation_not_enabled(model, caller, foreign_kind)
         raise errors.model_not_found(model, " (no provider is configured for its route)")
     priorities = sorted({c.priority for c in usable})
     return Resolution([[c for c in usable if c.priority == p] for p in priorities])

@@ -43,6 +43,11 @@ E409 = {
         "The object's state does not allow this",
     )
 }
+E503 = {
+    503: _error(
+        503, "service_unavailable", "NATS is not connected; the response cache cannot be reached", "NATS unreachable"
+    )
+}
 E422 = {
     422: _error(
         422,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from litestar import Response, get
+from llmgw_common.metrics import render
 
 from llmgw_keys.controllers.common import RuntimeDep
 from llmgw_keys.schemas import Health
@@ -27,3 +28,10 @@ async def readyz(runtime: RuntimeDep) -> Response[Health]:
         Health(status="ok" if ok else "unavailable", database=database, nats=nats),
         status_code=200 if ok else 503,
     )
+
+
+@get("/metrics", include_in_schema=False, sync_to_thread=False)
+def metrics() -> Response[bytes]:
+    """Prometheus text exposition (no authentication: keep the port off the public network)."""
+    body, content_type = render()
+    return Response(body, media_type=content_type)

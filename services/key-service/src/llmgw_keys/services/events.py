@@ -14,13 +14,14 @@ from datetime import timedelta
 
 from llmgw_common import contract
 from llmgw_common.messaging import ensure_streams
-from llmgw_common.telemetry import inject_headers
+from llmgw_common.telemetry import inject_headers, untraced
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from opentelemetry import trace
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from llmgw_keys.metrics import CHANGE_EVENTS
 from llmgw_keys.models import Outbox
 from llmgw_keys.util import new_id, utcnow
 
@@ -73,8 +74,10 @@ class EventPublisher:
             except Exception as exc:  # noqa: BLE001 - any failure leaves the row for the retry loop
                 log.warning("key-change event %s not published yet (%s); will retry", event_id, type(exc).__name__)
                 self.failed += 1
+                CHANGE_EVENTS.labels("failed").inc()
                 return False
         self.published += 1
+        CHANGE_EVENTS.labels("published").inc()
         return True
 
     async def committed(self, events: list[tuple[str, bytes, contract.KeyChanged]]) -> None:
@@ -136,7 +139,8 @@ class EventPublisher:
         while True:
             await asyncio.sleep(interval)
             try:
-                await self.retry_pending()
+                with untraced():  # a query every few seconds is not worth a trace each
+                    await self.retry_pending()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - keep the loop alive through DB/NATS outages

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from llmgw_common.telemetry import untraced
+
 from llmgw_keys.runtime import Runtime
 from llmgw_keys.services.keys import expire_due
 
@@ -26,7 +28,8 @@ async def run_once(runtime: Runtime) -> list[str]:
 async def expiry_loop(runtime: Runtime, interval: float) -> None:
     while True:
         try:
-            await run_once(runtime)
+            with untraced():  # a query every few seconds is not worth a trace each
+                await run_once(runtime)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - keep running through database outages

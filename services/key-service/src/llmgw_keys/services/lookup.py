@@ -12,15 +12,17 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime
 
 import msgspec
 from llmgw_common import contract
-from llmgw_common.telemetry import extract_context
+from llmgw_common.telemetry import extract_context, messaging_attributes
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
+from llmgw_keys.metrics import AUTH_VERIFY, LOOKUP_SECONDS, LOOKUPS
 from llmgw_keys.models import RouteTable
 from llmgw_keys.runtime import Runtime
 from llmgw_keys.services import admin_tokens, keys, providers, routes
@@ -45,14 +47,9 @@ class Shared:
 
 
 def _span_attributes(subject: str, size: int) -> dict:
-    return {
-        "messaging.system": "nats",
-        "messaging.operation.type": "process",
-        "messaging.operation.name": "process",
-        "messaging.destination.name": subject,
-        "messaging.consumer.group.name": contract.QUEUE_GROUP_KEY_SERVICE,
-        "messaging.message.body.size": size,
-    }
+    return messaging_attributes(
+        subject, "process", body_size=size, consumer_group=contract.QUEUE_GROUP_KEY_SERVICE
+    )
 
 
 class Responder:
@@ -100,13 +97,16 @@ class Responder:
         try:
             request = contract.key_lookup_request_decoder.decode(msg.data)
         except msgspec.MsgspecError:
+            LOOKUPS.labels("invalid", "miss").inc()
             await msg.respond(NOT_FOUND)
             return
         if not _is_hash(request.key_hash):
+            LOOKUPS.labels("invalid", "miss").inc()
             await msg.respond(NOT_FOUND)
             return
         cached = self.cache.get(request.key_hash)
         if cached is not None:
+            LOOKUPS.labels("not_found" if cached == NOT_FOUND else "found", "hit").inc()
             with tracer.start_as_current_span(
                 f"{contract.SUBJECT_KEY_LOOKUP} process",
                 context=parent,
@@ -124,14 +124,20 @@ class Responder:
             kind=SpanKind.CONSUMER,
             attributes={**_span_attributes(msg.subject, len(msg.data)), "llmgw.cache_hit": False},
         ) as span:
+            started = time.perf_counter()
             try:
                 data = await self.lookup(key_hash)
             except Exception as exc:  # noqa: BLE001
                 # No answer rather than a wrong "not found": the proxy treats a timeout as
                 # "key-service unavailable" (503) instead of rejecting a valid key.
+                LOOKUPS.labels("error", "miss").inc()
                 log.warning("key lookup failed (%s); not answering", type(exc).__name__)
                 span.set_status(trace.Status(trace.StatusCode.ERROR, type(exc).__name__))
                 return
+            LOOKUP_SECONDS.observe(time.perf_counter() - started)
+            found = data != NOT_FOUND
+            LOOKUPS.labels("found" if found else "not_found", "miss").inc()
+            span.set_attribute("llmgw.key_found", found)
             await msg.respond(data)
 
     async def lookup(self, key_hash: str) -> bytes:
@@ -217,14 +223,17 @@ class Responder:
             try:
                 request = contract.auth_verify_request_decoder.decode(msg.data)
             except msgspec.MsgspecError:
+                AUTH_VERIFY.labels("invalid").inc()
                 await msg.respond(contract.encode(contract.AuthVerifyReply(valid=False)))
                 return
             try:
                 reply = await self.verify(request.token_hash)
             except Exception as exc:  # noqa: BLE001
+                AUTH_VERIFY.labels("error").inc()
                 log.warning("token verification failed (%s); not answering", type(exc).__name__)
                 span.set_status(trace.Status(trace.StatusCode.ERROR, type(exc).__name__))
                 return
+            AUTH_VERIFY.labels("valid" if reply.valid else "invalid").inc()
             span.set_attribute("llmgw.token_valid", reply.valid)
             await msg.respond(contract.encode(reply))
 

@@ -24,9 +24,16 @@ NOT_FOUND = {404: error_spec("No such override", "not_found_error", "no price ov
 
 def _model(model: str) -> str:
     model = model.lstrip("/")
-    if not model or len(model) > MAX_PATTERN:
-        raise invalid(f"model pattern must be 1..{MAX_PATTERN} characters")
+    if not model or len(model) > MAX_PATTERN or "\x00" in model:
+        raise invalid(f"model pattern must be 1..{MAX_PATTERN} characters, without NUL")
     return model
+
+
+def _provider(provider: str | None) -> str | None:
+    provider = (provider or "").strip() or None
+    if provider is not None and (len(provider) > MAX_PATTERN or "\x00" in provider):
+        raise invalid(f"provider must be 1..{MAX_PATTERN} characters, without NUL")
+    return provider
 
 
 def _price(name: str, value: Decimal | None, required: bool) -> Decimal | None:
@@ -89,6 +96,7 @@ class PriceOverrideController(Controller):
         provider: Annotated[str | None, QueryParameter(description="provider scope")] = None,
     ) -> Response:
         model = _model(model)
+        provider = _provider(provider)
         record = await repo.get_override(state.engine, model, provider)
         if record is None:
             raise ApiError(
@@ -118,7 +126,9 @@ class PriceOverrideController(Controller):
     )
     async def put_override(self, state: State, model: FromPath[str], data: JSONBody[PriceOverrideIn]) -> Response:
         model = _model(model)
-        provider = (data.provider or "").strip() or None
+        provider = _provider(data.provider)
+        if "\x00" in data.note:
+            raise invalid("'note' must not contain NUL characters")
         record, created = await repo.upsert_override(
             state.engine,
             model=model,
@@ -145,6 +155,7 @@ class PriceOverrideController(Controller):
         provider: Annotated[str | None, QueryParameter(description="provider scope")] = None,
     ) -> None:
         model = _model(model)
+        provider = _provider(provider)
         if not await repo.delete_override(state.engine, model, provider):
             raise ApiError(404, f"no price override for {model!r}")
         state.overrides.invalidate()
@@ -188,6 +199,8 @@ class PriceQuoteController(Controller):
         cache_write_tokens: Annotated[int, QueryParameter(ge=0)] = 0,
         completion_tokens: Annotated[int, QueryParameter(ge=0)] = 0,
     ) -> Response:
+        provider = _provider(provider) or ""
+        model = _model(model)
         await state.overrides.refresh_if_due()
         price = state.overrides.pricer.price(
             provider,

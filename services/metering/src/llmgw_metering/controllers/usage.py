@@ -86,8 +86,16 @@ class UsageController(Controller):
             raise invalid("'format' must be json or csv")
         settings = state.settings
         if fmt == "csv":
+            chunks = uq.usage_csv(state.engine, query, settings.metering_query_timeout_seconds)
+            first = await anext(chunks)  # runs the query: its errors still become a JSON error answer
+
+            async def body():
+                yield first
+                async for chunk in chunks:
+                    yield chunk
+
             return Stream(
-                uq.usage_csv(state.engine, query, settings.metering_query_timeout_seconds),
+                body(),
                 media_type="text/csv",
                 headers={"content-disposition": 'attachment; filename="usage.csv"'},
             )
@@ -160,6 +168,7 @@ class UsageController(Controller):
     ) -> Response:
         if period is not None and period not in ("daily", "weekly", "monthly"):
             raise invalid("'period' must be daily, weekly or monthly")
+        key_id = uq.clean_text("key_id", key_id)
         summary = await uq.key_totals(state.engine, key_id)
         latest = summary["latest_period_key"]
         budget = None

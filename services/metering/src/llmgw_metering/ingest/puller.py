@@ -42,6 +42,7 @@ class Puller:
         self._gone = False
         self._inbox = ""
         self._sub: Subscription | None = None
+        self._expires = 0.0
 
     async def start(self) -> None:
         self._inbox = self._nc.new_inbox()
@@ -69,6 +70,7 @@ class Puller:
             self._done.set()
 
     async def _request(self, batch: int, expires: float) -> None:
+        self._expires = expires
         self._remaining = batch
         self._done.clear()
         body = {"batch": batch, "expires": int(expires * 1_000_000_000)}
@@ -107,7 +109,20 @@ class Puller:
         return len(self._buffer)
 
     async def close(self) -> list[Msg]:
-        """Stop receiving; returns what was delivered but never fetched (the caller naks it)."""
+        """Stop receiving; returns what was delivered but never fetched (the caller naks it).
+
+        A pull request still open on the server is let run out first (it expires within
+        ``expires``), so nothing is delivered to an inbox nobody listens to any more.
+        """
+        if self._remaining > 0:
+            self._done.clear()
+            try:
+                async with asyncio.timeout(self._expires + 0.5):
+                    while self._remaining > 0:
+                        await self._done.wait()
+                        self._done.clear()
+            except TimeoutError:
+                pass
         if self._sub is not None:
             try:
                 await self._sub.unsubscribe()

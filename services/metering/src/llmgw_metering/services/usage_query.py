@@ -98,13 +98,30 @@ def parse_instant(name: str, value: str | None) -> datetime | None:
     raw = value.strip()
     if raw.endswith(("z", "Z")):
         raw = raw[:-1] + "+00:00"
+    if "\x00" in raw or len(raw) > 64:
+        raise invalid(f"'{name}' is not an ISO 8601 date-time")
     try:
         parsed = datetime.fromisoformat(raw)
-    except ValueError:
-        raise invalid(f"'{name}' is not an ISO 8601 date-time: {value!r}") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        parsed = parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise invalid(f"'{name}' is not an ISO 8601 date-time: {value[:64]!r}") from None
+    if not 1 < parsed.year < 9999:
+        raise invalid(f"'{name}' is out of range (years 2..9998)")
+    return parsed
+
+
+MAX_PARAM_LEN = 1000
+
+
+def clean_text(name: str, value: str) -> str:
+    """Identifiers from the caller: no NUL (PostgreSQL text cannot hold it), bounded length."""
+    if "\x00" in value:
+        raise invalid(f"'{name}' must not contain NUL characters")
+    if len(value) > MAX_PARAM_LEN:
+        raise invalid(f"'{name}' is longer than {MAX_PARAM_LEN} characters")
+    return value
 
 
 def _one(params: Mapping[str, list[str]], name: str) -> str | None:
@@ -112,7 +129,7 @@ def _one(params: Mapping[str, list[str]], name: str) -> str | None:
     values = [v for v in values if v != ""]
     if len(values) > 1:
         raise invalid(f"'{name}' given more than once")
-    return values[0] if values else None
+    return clean_text(name, values[0]) if values else None
 
 
 @dataclass(slots=True)
@@ -150,7 +167,12 @@ def parse_bool(name: str, value: str | None, default: bool) -> bool:
 
 def parse_usage_query(params: Mapping[str, list[str]]) -> UsageQuery:
     query = UsageQuery()
-    raw_groups = [part.strip() for value in params.get("group_by", []) for part in value.split(",") if part.strip()]
+    raw_groups = [
+        part.strip()
+        for value in params.get("group_by", [])
+        for part in clean_text("group_by", value).split(",")
+        if part.strip()
+    ]
     for group in raw_groups:
         if group not in GROUP_CHOICES:
             raise invalid(f"unknown group_by field {group!r}; choose from {', '.join(GROUP_CHOICES)}")
@@ -372,26 +394,36 @@ def _csv_value(value) -> str:
 async def usage_csv(
     engine: AsyncEngine, query: UsageQuery, timeout: float, chunk_rows: int = 1000
 ) -> AsyncIterator[bytes]:
-    """Streams the CSV export from a server-side cursor, ``chunk_rows`` rows at a time."""
+    """Streams the CSV export from a server-side cursor, ``chunk_rows`` rows at a time.
+
+    The first chunk (header + first rows) is produced only once the query runs, so a caller that
+    awaits it before starting the response turns a failing query into a proper error answer.
+    """
     sql, params, _ = build_usage_sql(query)
     columns = query.columns
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(columns)
-    yield buffer.getvalue().encode()
-    buffer.seek(0)
-    buffer.truncate()
+
+    def take() -> bytes:
+        data = buffer.getvalue().encode()
+        buffer.seek(0)
+        buffer.truncate()
+        return data
+
     async with engine.connect() as conn:
         await _set_timeout(conn, timeout)
         result = await conn.stream(text(sql), params)
         try:
+            produced = False
             async for partition in result.partitions(chunk_rows):
                 for row in partition:
                     record = row_to_dict(row, query.fields)
                     writer.writerow([_csv_value(record[c]) for c in columns])
-                yield buffer.getvalue().encode()
-                buffer.seek(0)
-                buffer.truncate()
+                produced = True
+                yield take()
+            if not produced:
+                yield take()  # header only
         finally:
             await result.close()
             await conn.rollback()
@@ -406,15 +438,17 @@ def encode_cursor(ts: datetime, event_id: str, order: str) -> str:
 
 
 def decode_cursor(cursor: str, order: str) -> tuple[datetime, str]:
+    if len(cursor) > 1000:
+        raise invalid("invalid cursor")
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         ts_text, event_id, cursor_order = json.loads(base64.urlsafe_b64decode(padded.encode()))
         ts = parse_instant("cursor", ts_text)
-        if not isinstance(event_id, str) or ts is None:
+        if not isinstance(event_id, str) or ts is None or "\x00" in event_id or len(event_id) > 300:
             raise ValueError
     except (ValueError, TypeError, binascii.Error, json.JSONDecodeError):
         raise invalid("invalid cursor") from None
-    except Exception:  # noqa: BLE001 - anything else in a hand-made cursor
+    except Exception:  # noqa: BLE001 - anything else in a hand-made cursor (incl. our own 422s)
         raise invalid("invalid cursor") from None
     if cursor_order != order:
         raise invalid("the cursor belongs to a listing in the other order")

@@ -23,6 +23,7 @@ import msgspec
 from nats.errors import Error as NatsError
 
 from llmgw_common import contract
+from llmgw_proxy import observability
 from llmgw_proxy.domain import errors
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,8 @@ class KeyCache:
         self.timeout = settings.key_lookup_timeout
         self.metrics = metrics
         self.nc = None
+        #: set by the runtime when tracing is on: a CLIENT span per lookup request
+        self.tracer = None
         self._entries: OrderedDict[str, KeyEntry] = OrderedDict()
         self._negative: OrderedDict[str, float] = OrderedDict()
         self._inflight: dict[str, asyncio.Future] = {}
@@ -191,26 +194,38 @@ class KeyCache:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _request(self, key_hash: str) -> contract.KeyLookupReply:
+    async def _request(self, key_hash: str, probe: bool = False) -> contract.KeyLookupReply:
         if not self._connected():
             self.last_failure = time.monotonic()
             self._down_until = self.last_failure + DOWN_BACKOFF
             raise KeyServiceUnavailable("nats not connected")
         payload = self._encode(contract.KeyLookupRequest(key_hash=key_hash))
+        span = headers = None
+        if probe:
+            headers = observability.unsampled_headers()  # readiness probes are never traced
+        elif self.tracer is not None:
+            span, headers = observability.lookup_span(self.tracer, contract.SUBJECT_KEY_LOOKUP, len(payload))
         try:
-            msg = await self.nc.request(contract.SUBJECT_KEY_LOOKUP, payload, timeout=self.timeout)
+            msg = await self.nc.request(contract.SUBJECT_KEY_LOOKUP, payload, timeout=self.timeout, headers=headers)
         except (NatsError, asyncio.TimeoutError, OSError) as exc:
             self.last_failure = time.monotonic()
             self._down_until = self.last_failure + DOWN_BACKOFF
             log.warning("key lookup failed: %s", type(exc).__name__)
+            if span is not None:
+                observability.end_with_error(span, type(exc).__name__)
             raise KeyServiceUnavailable(type(exc).__name__) from None
         try:
             reply = contract.key_lookup_reply_decoder.decode(msg.data)
         except msgspec.MsgspecError:
             log.error("undecodable key lookup reply")
+            if span is not None:
+                observability.end_with_error(span, "bad_reply")
             raise KeyServiceUnavailable("bad reply") from None
         self.last_answer = time.monotonic()
         self._down_until = 0.0
+        if span is not None:
+            span.set_attribute("llmgw.key_found", reply.found)
+            span.end()
         return reply
 
     async def _fetch(self, key_hash: str) -> KeyEntry | None:
@@ -242,7 +257,7 @@ class KeyCache:
     async def probe(self) -> bool:
         """One lookup round trip (readiness); True when key-service answered."""
         try:
-            await self._request(_PROBE_HASH)
+            await self._request(_PROBE_HASH, probe=True)
         except KeyServiceUnavailable:
             return False
         return True

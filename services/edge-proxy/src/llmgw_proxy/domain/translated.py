@@ -1,0 +1,112 @@
+"""The proxy's side of a translation path (a deployment whose provider speaks the other API format;
+see docs/translation.md): the upstream request (body, headers, path), the answer, errors and
+streams in the caller's dialect, and the usage read from the *upstream's* answer.
+
+Only used when ``Candidate.translator`` is set; same-provider calls never come here and keep
+their original bytes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from llmgw_proxy.domain import errors
+from llmgw_proxy.domain.translation import Translation, TranslationError
+from llmgw_proxy.domain.upstream.client import upstream_headers
+from llmgw_proxy.domain.usage.tokens import Tokens
+
+_decode = msgspec.json.Decoder().decode
+_encode = msgspec.json.Encoder().encode
+
+#: never sent to an OpenAI upstream (the translated request does not speak that version)
+_NOT_TO_OPENAI = frozenset({b"anthropic-version", b"anthropic-beta"})
+#: replaced by the translation's own ``anthropic-version``
+_NOT_TO_ANTHROPIC = frozenset({b"anthropic-version"})
+
+
+def parse_body(body: bytes) -> dict[str, Any]:
+    """The caller's JSON body as a dict (validated as a JSON object already)."""
+    try:
+        obj = _decode(body)
+    except (msgspec.MsgspecError, UnicodeDecodeError, RecursionError):
+        raise errors.bad_request("The JSON body of your request could not be parsed.", "invalid_json") from None
+    if not isinstance(obj, dict):
+        raise errors.bad_request("The request body must be a JSON object.", "invalid_json")
+    return obj
+
+
+def request_body(translation: Translation, parsed: dict[str, Any], upstream_model: str) -> bytes:
+    """The translated request; :class:`errors.TranslationRefused` (400) for an unmappable parameter."""
+    try:
+        return _encode(translation.request(parsed, upstream_model))
+    except TranslationError as exc:
+        raise errors.TranslationRefused(exc) from None
+
+
+def request_headers(client_headers, provider, request_id: str, traceparent: str | None, translation: Translation) -> list[bytes]:
+    """The usual upstream headers, minus the caller's dialect-specific ones, plus the translation's."""
+    if translation.upstream == "openai":
+        kept = [(n, v) for n, v in client_headers if n not in _NOT_TO_OPENAI]
+    else:
+        kept = [(n, v) for n, v in client_headers if n not in _NOT_TO_ANTHROPIC]
+    kept.extend((name.encode(), value.encode()) for name, value in translation.upstream_headers)
+    return upstream_headers(kept, provider, request_id, traceparent)
+
+
+def response_body(translation: Translation, status: int, body: bytes, requested_model: str) -> bytes:
+    """A buffered upstream answer in the caller's dialect (errors keep their status)."""
+    if status >= 400:
+        return _encode(translation.upstream_error(status, body))
+    try:
+        obj = _decode(body)
+    except (msgspec.MsgspecError, UnicodeDecodeError, RecursionError):
+        raise errors.upstream_invalid_response("it is not JSON") from None
+    if not isinstance(obj, dict):
+        raise errors.upstream_invalid_response("it is not a JSON object")
+    try:
+        return _encode(translation.response(obj, requested_model))
+    except Exception as exc:  # noqa: BLE001 - a provider answer of an unexpected shape
+        raise errors.upstream_invalid_response(type(exc).__name__) from None
+
+
+class TranslatedSSE:
+    """A translated SSE relay with :class:`llmgw_proxy.domain.streaming.SSEUsage`'s interface
+    (``feed``/``finish``/``tokens``/``error_seen``), usage read by the stream translator."""
+
+    __slots__ = ("stream",)
+
+    #: never strips (the translator writes the caller's stream itself)
+    strip = False
+    translated = True
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+
+    def feed(self, chunk: bytes) -> bytes:
+        return self.stream.feed(chunk)
+
+    def finish(self) -> bytes:
+        """End of the upstream body: completes the stream, or ends it with an error event in the
+        caller's dialect when it was cut before the end."""
+        return self.stream.close()
+
+    @property
+    def error_seen(self) -> bool:
+        return self.stream.error is not None
+
+    @property
+    def tokens(self) -> Tokens:
+        tokens = Tokens()
+        if not self.stream.usage_seen:
+            return tokens
+        usage = self.stream.usage
+        tokens.prompt = usage["prompt_tokens"]
+        tokens.cached = usage["cached_tokens"]
+        tokens.cache_write = usage["cache_write_tokens"]
+        tokens.completion = usage["completion_tokens"]
+        tokens.reasoning = usage["reasoning_tokens"]
+        tokens.total = usage["total_tokens"]
+        tokens.seen = True
+        return tokens
