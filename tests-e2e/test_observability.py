@@ -37,6 +37,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from conftest import ANTHROPIC_PROVIDER_KEY, OPENAI_PROVIDER_KEY, eventually
 from llmgw_devstack.nats_server import EmbeddedNats
 from llmgw_devstack.ports import free_port
+from llmgw_devstack.processes import http_json
 from llmgw_devstack.stack import ServiceStack
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -233,8 +234,19 @@ def traffic(obs, obs_nats):
             await nc.close()
 
     asyncio.run(poison())
-    # the analyst API (metering HTTP metrics) and the admin API (key-service HTTP metrics)
+    # a credential in a query string must not reach a span attribute either
+    request = urllib.request.Request(f"{obs.proxy_url()}/v1/models?api-key={created['key']}",
+                                     headers={"Authorization": f"Bearer {created['key']}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200
+    # the analyst API (metering HTTP metrics) with an analyst token (key-service verifies it)
+    # and the admin API (key-service HTTP metrics)
     eventually(lambda: obs.usage(f"group_by=key&key_id={created['id']}")["data"], timeout=15, what="usage ingested")
+    status, analyst = obs.admin("POST", "/v1/admin-tokens", {"name": "obs-analyst", "role": "analyst"})
+    assert status == 201, analyst
+    obs.secrets.add(analyst["token"])
+    status, _ = http_json("GET", f"{obs.metering_url}/v1/usage?group_by=model", analyst["token"])
+    assert status == 200
     obs.admin("GET", "/v1/keys/" + created["id"])
     return traced
 

@@ -67,6 +67,7 @@ SECRETS = [
     "sk-ant-api03-" + "Zz9_" * 8,
     "sk-proj-" + "x" * 40,
     "llmgw-admin-" + "Q" * 30,
+    "llmgw-at-" + "R2d2" * 8,
 ]
 
 
@@ -93,6 +94,8 @@ def test_redact_patterns():
     assert redact("x-api-key=abcdef") == "x-api-key=***"
     assert redact("postgresql://user:s3cret@db:5432/x") == "postgresql://user:***@db:5432/x"
     assert redact("password=p4ssw0rd!") == "password=***"
+    assert redact("/v1/models?key=AIzaSyA-abc&limit=5") == "/v1/models?key=***&limit=5"
+    assert redact("/v1/models?api-key=abc123def") == "/v1/models?api-key=***"
     # ordinary lines stay as they are
     for text in ("prompt_tokens=12 total_tokens=30", "key_id=k_123 model=gpt-4o", "basic auth is off", "GET /healthz"):
         assert redact(text) == text

@@ -74,14 +74,31 @@ def test_one_json_line_per_request_without_secrets(logged_proxy, keysvc):
 def test_token_cost_and_latency_metrics(logged_proxy, keysvc):
     server, _ = logged_proxy
     secret, _ = keysvc.add_key()
+    before = samples(httpx.get(server.url + "/metrics").text)
     r = httpx.post(server.url + "/v1/chat/completions", json=BODY, headers={"authorization": f"Bearer {secret}"})
     usage = r.json()["usage"]
-    text = httpx.get(server.url + "/metrics").text
-    assert f'llmgw_proxy_tokens_total{{model="gpt-4o-mini",provider="openai",type="prompt"}} {float(usage["prompt_tokens"])}' in text
-    assert 'llmgw_proxy_tokens_total{model="gpt-4o-mini",provider="openai",type="completion"}' in text
-    assert 'llmgw_proxy_cost_usd_total{model="gpt-4o-mini",provider="openai"}' in text
-    assert ('llmgw_proxy_request_duration_seconds_count{model="gpt-4o-mini",route="/v1/chat/completions",'
-            'status_class="2xx"} 1.0') in text
+    after = samples(httpx.get(server.url + "/metrics").text)
+
+    def delta(name: str, **labels) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    ids = {"model": "gpt-4o-mini", "provider": "openai"}
+    assert delta("llmgw_proxy_tokens_total", type="prompt", **ids) == usage["prompt_tokens"]
+    assert delta("llmgw_proxy_tokens_total", type="completion", **ids) == usage["completion_tokens"]
+    assert delta("llmgw_proxy_cost_usd_total", **ids) > 0
+    assert delta("llmgw_proxy_request_duration_seconds_count", model="gpt-4o-mini", route="/v1/chat/completions",
+                 status_class="2xx") == 1
+
+
+def samples(text: str) -> dict:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def test_metrics_of_several_workers_add_up(tmp_path, monkeypatch):

@@ -60,6 +60,13 @@ async def test_server_span_without_chunk_spans(client):
         lambda: [s for s in SPANS.get_finished_spans() if s.kind == trace.SpanKind.SERVER], what="server span"
     )
     assert spans[-1].name == "POST /v1/keys"
+    SPANS.clear()
+    created = response.json()
+    await client.get("/v1/keys/" + created["id"])
+    (get,) = await wait_until(
+        lambda: [s for s in SPANS.get_finished_spans() if s.kind == trace.SpanKind.SERVER], what="server span"
+    )
+    assert get.name == "GET /v1/keys/{key_id}" and get.attributes["http.route"] == "/v1/keys/{key_id}"
     assert not [s for s in SPANS.get_finished_spans() if s.name.endswith((" http send", " http receive"))]
     # /metrics and the probes are not traced
     SPANS.clear()

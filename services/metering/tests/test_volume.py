@@ -6,43 +6,64 @@ import logging
 import time
 
 from conftest import reset_jetstream, running_app
+from sqlalchemy import text
 from test_resilience import bulk_events, db_totals, fast_publish
 
 from helpers import AUTH, new_key, wait_for
 from llmgw_common.contract import CONSUMER_METERING, STREAM_USAGE
+from llmgw_metering.db import create_engine
 
 log = logging.getLogger(__name__)
 
 
+async def rollup_requests(engine, keys: list[str]) -> int:
+    """Cheap progress probe (the small hourly rollup, not a scan of the raw events being written)."""
+    async with engine.connect() as conn:
+        value = (
+            await conn.execute(
+                text("SELECT coalesce(sum(requests), 0) FROM metering.usage_hourly WHERE key_id = ANY(:k)"),
+                {"k": keys},
+            )
+        ).scalar()
+    return int(value)
+
+
 async def test_backlog_of_100k_events_drained_with_exact_totals(migrated, nats_url, nc):
     """The consumer starts on a stream already holding 100k events."""
-    settings = migrated.model_copy(update={"metering_batch_size": 2000})
+    settings = migrated
     await reset_jetstream(nats_url)
     keys = [new_key() for _ in range(50)]
     events = bulk_events(keys, 100_000)
     await fast_publish(nc, events)
     expected_tokens = sum(e.prompt_tokens for e in events)
+    engine = create_engine(settings, pool_size=1)
     started = time.monotonic()
-    async with running_app(settings) as app_client:
+    try:
+        async with running_app(settings) as app_client:
 
-        async def drained():
-            n, tokens, rolled = await db_totals(settings, keys)
-            return (n, tokens, rolled) == (len(events), expected_tokens, len(events))
+            async def drained():
+                done = await rollup_requests(engine, keys)
+                assert done <= len(events), done
+                return done == len(events)
 
-        await wait_for(drained, timeout=90, interval=0.5, what="100k backlog drained")
-        elapsed = time.monotonic() - started
-        log.warning("100k backlog drained in %.1fs (%.0f events/s)", elapsed, len(events) / elapsed)
-        rows = (await app_client.get("/v1/usage", params={"group_by": "model"}, headers=AUTH)).json()["data"]
-        by_model = {r["model"]: r for r in rows}
-        assert by_model["gpt-4o"]["requests"] + by_model["gpt-4o-mini"]["requests"] == len(events)
-        print(f"100k backlog drained in {elapsed:.1f}s ({len(events) / elapsed:.0f} events/s)")
+            await wait_for(drained, timeout=90, interval=0.25, what="100k backlog drained")
+            elapsed = time.monotonic() - started
+            log.warning("100k backlog drained in %.1fs (%.0f events/s)", elapsed, len(events) / elapsed)
+            # exact, from the raw events and through the API
+            assert await db_totals(settings, keys) == (len(events), expected_tokens, len(events))
+            params = {"group_by": "model", "project": "bulk"}
+            rows = (await app_client.get("/v1/usage", params=params, headers=AUTH)).json()["data"]
+            assert sum(r["requests"] for r in rows) == len(events)
+            assert sum(r["prompt_tokens"] for r in rows) == expected_tokens
+    finally:
+        await engine.dispose()
 
 
 async def test_graceful_shutdown_commits_what_it_holds(migrated, nats_url, nc):
     settings = migrated.model_copy(update={"metering_batch_size": 500})
     await reset_jetstream(nats_url)
     keys = [new_key()]
-    events = bulk_events(keys, 30_000)
+    events = bulk_events(keys, 15_000)
     await fast_publish(nc, events)
     async with running_app(settings):
 

@@ -8,7 +8,7 @@
   active span's ``trace_id``/``span_id`` when there is one (or the ones a caller passes in
   ``extra``), every other ``extra={...}`` field, and ``exc`` for exceptions;
 - a redaction filter on the handler masks anything that looks like a secret (``sk-…``,
-  ``sk-ant-…``, ``llmgw-admin-…``, ``Bearer …``, ``api_key=…``, passwords in URLs) in the message,
+  ``sk-ant-…``, ``llmgw-admin-…``, ``llmgw-at-…``, ``Bearer …``, ``api_key=…``, passwords in URLs) in the message,
   the extra fields and tracebacks: a last line of defence, code should never log secrets anyway;
 - uvicorn's loggers (``uvicorn``, ``uvicorn.error``, ``uvicorn.access``) lose their own handlers and
   propagate to the root, so their lines are JSON too (pass :func:`uvicorn_log_config` as
@@ -50,15 +50,15 @@ _SECRET_PATTERNS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"\bsk-ant-[A-Za-z0-9_\-]{4,}"), "sk-ant-" + _MASK),
     # OpenAI-style and llmgw virtual keys (sk-llmgw-…), sk-proj-…, any other sk-…
     (re.compile(r"\bsk-[A-Za-z0-9_\-]{6,}"), "sk-" + _MASK),
-    # the bootstrap admin token format
-    (re.compile(r"\bllmgw-admin-[A-Za-z0-9_\-]+"), "llmgw-admin-" + _MASK),
+    # the bootstrap admin token and API-created admin/analyst tokens
+    (re.compile(r"\bllmgw-(admin|at)-[A-Za-z0-9_\-]+"), r"llmgw-\1-" + _MASK),
     # Authorization headers, whatever the token looks like
     (re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=\-]{4,}"), r"\1 " + _MASK),
     (re.compile(r"\b(Basic)\s+[A-Za-z0-9+/]{8,}=*"), r"\1 " + _MASK),
     # key=value / "key": "value" forms of credential-like names
     (
         re.compile(
-            r"(?i)(\b(?:api[_-]?key|x-api-key|authorization|password|passwd|secret|client_secret|access_token"
+            r"(?i)(\b(?:key|api[_-]?key|x-api-key|authorization|password|passwd|secret|client_secret|access_token"
             r"|refresh_token|admin_token|token|encryption_key)\b[\"']?\s*[:=]\s*[\"']?)(?!\*\*\*)([^\s\"',;&}]{3,})"
         ),
         r"\1" + _MASK,
@@ -66,7 +66,7 @@ _SECRET_PATTERNS: list[tuple[re.Pattern[str], str]] = [
     # user:password@host in URLs (database, NATS)
     (re.compile(r"(\b[a-z][a-z0-9+.\-]*://[^/\s:@]*:)[^@\s/]+@"), r"\1" + _MASK + "@"),
 ]
-_TRIGGERS = ("sk-", "llmgw-admin-", "earer", "asic", "key", "KEY", "Key", "auth", "Auth", "AUTH", "pass", "PASS",
+_TRIGGERS = ("sk-", "llmgw-", "earer", "asic", "key", "KEY", "Key", "auth", "Auth", "AUTH", "pass", "PASS",
              "ecret", "ECRET", "oken", "OKEN", "://")
 
 

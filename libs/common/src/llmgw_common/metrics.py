@@ -120,6 +120,8 @@ class HttpMetrics:
                 return
             status = 500
             started = time.perf_counter()
+            if route != "unmatched":
+                _name_server_span(scope["method"], route)
 
             async def send_wrapper(message) -> None:
                 nonlocal status
@@ -138,6 +140,17 @@ class HttpMetrics:
                 duration.labels(method, route).observe(time.perf_counter() - started)
 
         return middleware
+
+
+def _name_server_span(method: str, route: str) -> None:
+    """The OpenTelemetry middleware named the server span after the raw path (it runs before
+    routing); now that the route is known, use its template (``GET /v1/keys/{key_id}``)."""
+    from opentelemetry import trace
+
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.update_name(f"{method} {route}")
+        span.set_attribute("http.route", route)
 
 
 _http_metrics: dict[str, HttpMetrics] = {}

@@ -110,9 +110,28 @@ def litestar_opentelemetry_config(exclude: tuple[str, ...] = UNTRACED_PATHS, **o
         "exclude": [f"^{path}$" for path in exclude],
         "exclude_spans": ["receive", "send"],
         "scopes": {"http"},
+        "server_request_hook_handler": redact_request_urls,
     }
     options.update(overrides)
     return OpenTelemetryConfig(**options)
+
+
+_URL_ATTRIBUTES = ("http.url", "http.target", "url.full", "url.query")
+
+
+def redact_request_urls(span, scope) -> None:
+    """Server-request hook: the ASGI instrumentation records the query string in ``http.url`` /
+    ``http.target`` / ``url.query`` (it only redacts a few cloud-signature parameters); a client
+    may put a key there (``?api-key=…``). Mask whatever looks like a credential."""
+    if not scope.get("query_string") or not span.is_recording():
+        return
+    from llmgw_common.logging import redact
+
+    attributes = getattr(span, "attributes", None) or {}
+    for name in _URL_ATTRIBUTES:
+        value = attributes.get(name)
+        if isinstance(value, str):
+            span.set_attribute(name, redact(value))
 
 
 def litestar_opentelemetry_plugin(exclude: tuple[str, ...] = UNTRACED_PATHS, **overrides):

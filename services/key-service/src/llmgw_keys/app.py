@@ -105,6 +105,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ],
         ),
         request_max_body_size=10 * 1024 * 1024,
+        # Logging is llmgw_common.logging's (JSON, redacted); Litestar's default config would
+        # replace the root handler with its own plain-text one.
+        logging_config=None,
         debug=False,
     )
     _polish_openapi(app)

@@ -226,8 +226,21 @@ class UsageConsumer:
                 await self._queue.put(None)
 
     def _start_spans(self, prepared: Prepared) -> None:
+        """A consume span per message that belongs to a sampled trace (the proxy's request trace).
+
+        Messages without a sampled trace context get none: a root span per usage event would be
+        noise, and at ingest rates their cost adds up. The batch's insert span still links them.
+        """
         for msg in prepared.msgs:
             ctx = extract_context(msg.headers)
+            producer = trace.get_current_span(ctx).get_span_context()
+            if not producer.is_valid:
+                prepared.spans.append(None)
+                continue
+            prepared.links.append(Link(producer))
+            if not producer.trace_flags.sampled:
+                prepared.spans.append(None)
+                continue
             span = tracer.start_span(
                 f"process {msg.subject}",
                 context=ctx,
@@ -246,8 +259,6 @@ class UsageConsumer:
             if msg_id:
                 span.set_attribute("messaging.message.id", msg_id)
             prepared.spans.append(span)
-            producer = trace.get_current_span(ctx).get_span_context()
-            prepared.links.append(Link(producer if producer.is_valid else span.get_span_context()))
 
     # --- write ------------------------------------------------------------------------------------
     async def _writer_loop(self, number: int) -> None:
@@ -370,6 +381,8 @@ class UsageConsumer:
         if not prepared.spans:
             return
         for index, span in enumerate(prepared.spans):
+            if span is None:
+                continue
             if error:
                 span.set_status(Status(StatusCode.ERROR, error))
             elif index in dead:

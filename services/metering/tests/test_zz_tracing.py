@@ -1,5 +1,6 @@
 """Trace context from the producer's NATS headers: one consume span per message (its child), one
-DB insert span per batch linked to every message. Runs last: it installs the SDK tracer provider."""
+DB insert span per batch linked to every message. Named to run last: it installs the global SDK
+tracer provider (per-message spans from then on would slow the volume tests down)."""
 
 from __future__ import annotations
 
@@ -23,13 +24,17 @@ async def test_consume_and_insert_spans(client, nc):
             ev = event(key_id=key)
             await publish(nc, [ev], headers=inject_headers({}))
             producer_contexts.append(span.get_span_context())
+    untraced_key = new_key()
+    await publish(nc, [event(key_id=untraced_key)])  # no trace context: stored, but no span of its own
     await wait_requests(client, key, 3)
+    await wait_requests(client, untraced_key, 1)
     await client.app.state.budget.flush()
     provider.force_flush()
     spans = exporter.get_finished_spans()
     trace_ids = {c.trace_id for c in producer_contexts}
     consume = [s for s in spans if s.kind == SpanKind.CONSUMER and s.context.trace_id in trace_ids]
     assert len(consume) == 3
+    assert len([s for s in spans if s.kind == SpanKind.CONSUMER]) == 3
     for span in consume:
         assert span.name == "process llmgw.v1.usage.openai"
         assert span.parent is not None and span.parent.span_id in {c.span_id for c in producer_contexts}
