@@ -38,44 +38,96 @@ __all__ = [
 #: LogRecord attributes that are not "extra" fields
 _RESERVED = frozenset(
     vars(logging.LogRecord("x", logging.INFO, "x", 0, "x", None, None)).keys()
-    | {"message", "asctime", "taskName", "service"}
+    | {"message", "asctime", "taskName", "service", "llmgw_fields", "llmgw_sanitized"}
 )
 
 UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi")
 
 # --- redaction ------------------------------------------------------------------------------------
+# Cheap substring checks first; each pattern starts with a literal so the regex engine searches for
+# it fast. The value classes never swallow a quote or a backslash: redacting a JSON line keeps it
+# valid JSON.
 _MASK = "***"
-_SECRET_PATTERNS: list[tuple[re.Pattern[str], str]] = [
-    # Anthropic-style first (more specific than sk-)
-    (re.compile(r"\bsk-ant-[A-Za-z0-9_\-]{4,}"), "sk-ant-" + _MASK),
-    # OpenAI-style and llmgw virtual keys (sk-llmgw-…), sk-proj-…, any other sk-…
-    (re.compile(r"\bsk-[A-Za-z0-9_\-]{6,}"), "sk-" + _MASK),
-    # the bootstrap admin token and API-created admin/analyst tokens
-    (re.compile(r"\bllmgw-(admin|at)-[A-Za-z0-9_\-]+"), r"llmgw-\1-" + _MASK),
-    # Authorization headers, whatever the token looks like
-    (re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=\-]{4,}"), r"\1 " + _MASK),
-    (re.compile(r"\b(Basic)\s+[A-Za-z0-9+/]{8,}=*"), r"\1 " + _MASK),
-    # key=value / "key": "value" forms of credential-like names
-    (
-        re.compile(
-            r"(?i)(\b(?:key|api[_-]?key|x-api-key|authorization|password|passwd|secret|client_secret|access_token"
-            r"|refresh_token|admin_token|token|encryption_key)\b[\"']?\s*[:=]\s*[\"']?)(?!\*\*\*)([^\s\"',;&}]{3,})"
-        ),
-        r"\1" + _MASK,
-    ),
-    # user:password@host in URLs (database, NATS)
-    (re.compile(r"(\b[a-z][a-z0-9+.\-]*://[^/\s:@]*:)[^@\s/]+@"), r"\1" + _MASK + "@"),
-]
-_TRIGGERS = ("sk-", "llmgw-", "earer", "asic", "key", "KEY", "Key", "auth", "Auth", "AUTH", "pass", "PASS",
-             "ecret", "ECRET", "oken", "OKEN", "://")
+#: sk-… (OpenAI, llmgw virtual keys sk-llmgw-…), sk-ant-… (Anthropic)
+_SK = re.compile(r"sk-(ant-)?[A-Za-z0-9_\-]{4,}")
+#: the bootstrap admin token and API-created admin/analyst tokens
+_LLMGW = re.compile(r"llmgw-(admin|at)-[A-Za-z0-9_\-]+")
+#: Authorization header values, whatever the token looks like
+_BEARER = re.compile(r"([Bb]earer|BEARER)(\s+)[A-Za-z0-9._~+/=\-]{4,}")
+_BASIC = re.compile(r"Basic(\s+)[A-Za-z0-9+/]{8,}=*")
+#: user:password@ in URLs (database, NATS)
+_URL = re.compile(r"(://[^/\s:@\"'\\]*:)[^@\s/\"'\\]+@")
+#: credential-like names in key=value / "key": "value" forms (matched on the lower-cased text)
+_NAMES = (
+    "key", "apikey", "api_key", "api-key", "authorization", "password", "passwd", "secret", "client_secret",
+    "access_token", "refresh_token", "admin_token", "token", "encryption_key",
+)
+_WORD = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
+_VALUE_STOP = frozenset(" \t\r\n\"'\\,;&}")
+
+
+def _sk(match: re.Match) -> str:
+    start = match.start()
+    text = match.string
+    if start and (text[start - 1].isalnum() or text[start - 1] == "_"):
+        return match.group()  # inside a longer word (e.g. "task-…"): not a key
+    return ("sk-ant-" if match.group(1) else "sk-") + _MASK
+
+
+def _pairs(text: str) -> str:
+    low = text.lower()
+    spans: list[tuple[int, int]] = []
+    size = len(low)
+    for name in _NAMES:
+        at = low.find(name)
+        while at != -1:
+            end = at + len(name)
+            if (at == 0 or low[at - 1] not in _WORD) and (end == size or low[end] not in _WORD):
+                i = end
+                if i < size and low[i] in "\"'":
+                    i += 1
+                while i < size and low[i] in " \t":
+                    i += 1
+                if i < size and low[i] in ":=":
+                    i += 1
+                    while i < size and low[i] in " \t":
+                        i += 1
+                    if i < size and low[i] in "\"'":
+                        i += 1
+                    j = i
+                    while j < size and low[j] not in _VALUE_STOP:
+                        j += 1
+                    if j - i >= 3 and not text.startswith(_MASK, i):
+                        spans.append((i, j))
+            at = low.find(name, end)
+    if not spans:
+        return text
+    spans.sort()
+    out, last = [], 0
+    for i, j in spans:
+        if i < last:
+            continue
+        out.append(text[last:i])
+        out.append(_MASK)
+        last = j
+    out.append(text[last:])
+    return "".join(out)
 
 
 def redact(text: str) -> str:
     """``text`` with everything that looks like a credential masked."""
-    if not any(trigger in text for trigger in _TRIGGERS):
-        return text
-    for pattern, replacement in _SECRET_PATTERNS:
-        text = pattern.sub(replacement, text)
+    if "sk-" in text:
+        text = _SK.sub(_sk, text)
+    if "llmgw-" in text:
+        text = _LLMGW.sub(lambda m: f"llmgw-{m.group(1)}-{_MASK}", text)
+    if "earer" in text or "EARER" in text:
+        text = _BEARER.sub(lambda m: m.group(1) + m.group(2) + _MASK, text)
+    if "Basic" in text:
+        text = _BASIC.sub(lambda m: "Basic" + m.group(1) + _MASK, text)
+    if "://" in text and "@" in text:
+        text = _URL.sub(lambda m: m.group(1) + _MASK + "@", text)
+    if ":" in text or "=" in text:
+        text = _pairs(text)
     return text
 
 
@@ -94,9 +146,15 @@ def _redact_value(value: Any, depth: int = 0) -> Any:
 
 
 class RedactingFilter(logging.Filter):
-    """Masks secrets in a record's message, arguments, extra fields and exception text.
+    """Masks secrets in a record's message and exception text (installed on the handler, so it sees
+    every record that reaches it, whichever logger made it).
 
-    Installed on the handler, so it sees every record that reaches it, whichever logger made it."""
+    ``extra`` fields are masked too, unless the handler's formatter is llmgw's (JSON/text): those
+    redact the whole formatted line in one pass, which is cheaper than field by field."""
+
+    def __init__(self, name: str = "", *, extras: bool = True) -> None:
+        super().__init__(name)
+        self.extras = extras
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
@@ -105,9 +163,10 @@ class RedactingFilter(logging.Filter):
             message = str(record.msg)
         record.msg = redact(message)
         record.args = None
-        for name, value in list(record.__dict__.items()):
-            if name not in _RESERVED and isinstance(value, (str, dict, list, tuple, bytes)):
-                record.__dict__[name] = _redact_value(value)
+        if self.extras:
+            for name, value in list(record.__dict__.items()):
+                if name not in _RESERVED and isinstance(value, (str, dict, list, tuple, bytes)):
+                    record.__dict__[name] = _redact_value(value)
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
@@ -160,7 +219,11 @@ class JsonFormatter(logging.Formatter):
             "service": self.service,
         }
         extra = record.__dict__
-        if "trace_id" not in extra:
+        fields = extra.get("llmgw_fields")
+        if fields is not None:  # a producer's pre-built fields (one attribute instead of many)
+            for name, value in fields.items():
+                entry.setdefault(name, value)
+        if "trace_id" not in entry and "trace_id" not in extra:
             trace_id, span_id = _span_ids()
             if trace_id is not None:
                 entry["trace_id"] = trace_id
@@ -174,7 +237,11 @@ class JsonFormatter(logging.Formatter):
             entry["exc"] = record.exc_text
         if record.stack_info:
             entry["stack"] = record.stack_info
-        return json.dumps(entry, default=_json_default, ensure_ascii=False, separators=(",", ":"))
+        line = json.dumps(entry, default=_json_default, ensure_ascii=False, separators=(",", ":"))
+        # The whole line in one pass (message, extra fields, traceback), unless the producer
+        # already masked every value that could carry one (``llmgw_sanitized``, the proxy's
+        # request line: a hot path).
+        return line if extra.get("llmgw_sanitized") else redact(line)
 
 
 class TextFormatter(logging.Formatter):
@@ -186,7 +253,8 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         parts = [_timestamp(record.created), record.levelname, self.service, f"{record.name}:", record.getMessage()]
-        extra = {k: v for k, v in record.__dict__.items() if k not in _RESERVED}
+        extra = dict(record.__dict__.get("llmgw_fields") or {})
+        extra.update((k, v) for k, v in record.__dict__.items() if k not in _RESERVED)
         if "trace_id" not in extra:
             trace_id, _ = _span_ids()
             if trace_id is not None:
@@ -198,7 +266,7 @@ class TextFormatter(logging.Formatter):
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:
             line += "\n" + record.exc_text
-        return line
+        return redact(line)
 
 
 # --- set-up ---------------------------------------------------------------------------------------
@@ -216,7 +284,7 @@ def _format(fmt: str | None) -> str:
 def _handler(service: str, fmt: str, stream=None) -> logging.Handler:
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(TextFormatter(service) if fmt == "text" else JsonFormatter(service))
-    handler.addFilter(RedactingFilter())
+    handler.addFilter(RedactingFilter(extras=False))  # the formatters redact the whole line
     handler._llmgw = True  # type: ignore[attr-defined] - marks the handler configure_logging owns
     return handler
 
@@ -251,7 +319,7 @@ def uvicorn_log_config(service: str, *, level: str | None = None, fmt: str | Non
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"redact": {"()": "llmgw_common.logging.RedactingFilter"}},
+        "filters": {"redact": {"()": "llmgw_common.logging.RedactingFilter", "extras": False}},
         "formatters": {"llmgw": {"()": formatter, "service": service}},
         "handlers": {
             "default": {

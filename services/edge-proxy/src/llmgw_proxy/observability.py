@@ -26,10 +26,12 @@ import random
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
+from llmgw_common.logging import redact
 from llmgw_common.telemetry import inject_span_headers, messaging_attributes
 
 ACCESS = logging.getLogger("llmgw_proxy.access")
 _getrandbits = random.getrandbits
+_HEX = frozenset("0123456789abcdef")
 
 
 # --- server span (the ASGI middleware around the proxy router) -----------------------------------
@@ -62,7 +64,9 @@ def trace_id_of(span, traceparent: str | None) -> str | None:
         if context.is_valid:
             return format(context.trace_id, "032x")
     if traceparent and len(traceparent) >= 36:
-        return traceparent[3:35]
+        trace_id = traceparent[3:35]
+        if _HEX.issuperset(trace_id):  # the client's header: only a well-formed id goes to the log
+            return trace_id
     return None
 
 
@@ -158,14 +162,17 @@ def access_log(ctx, tokens, now: float) -> None:
     hit = plan.hit if plan is not None else None
     t0 = ctx.t0
     up_start, up_end = ctx.up_start, ctx.up_end
+    model = ctx.model
     fields = {
-        "request_id": ctx.inc.request_id,
+        # the two values a client chooses (x-request-id, model) are masked here; the rest are
+        # gateway-made ids and numbers, so the line skips the formatter's whole-line pass
+        "request_id": redact(ctx.inc.request_id) if ctx.inc.client_request_id else ctx.inc.request_id,
         "trace_id": trace_id_of(ctx.span, ctx.traceparent),
         "key_id": record.id if record is not None else None,
         "project": record.project if record is not None else None,
         "method": ctx.inc.method,
         "route": ctx.route,
-        "model": ctx.model or None,
+        "model": redact(model) if model else None,
         "provider": hit.provider if hit is not None else (candidate.provider.name if candidate is not None else None),
         "deployment": hit.deployment if hit is not None else (candidate.name if candidate is not None else None),
         "status": ctx.status_code,
@@ -184,4 +191,4 @@ def access_log(ctx, tokens, now: float) -> None:
         "reasoning_tokens": tokens.reasoning,
         "total_tokens": tokens.total,
     }
-    ACCESS.log(level, "request", extra=fields)
+    ACCESS.log(level, "request", extra={"llmgw_fields": fields, "llmgw_sanitized": True})
