@@ -25,6 +25,8 @@ import sys
 import time
 from typing import Any
 
+import msgspec
+
 __all__ = [
     "JsonFormatter",
     "RedactingFilter",
@@ -40,6 +42,8 @@ _RESERVED = frozenset(
     vars(logging.LogRecord("x", logging.INFO, "x", 0, "x", None, None)).keys()
     | {"message", "asctime", "taskName", "service", "llmgw_fields", "llmgw_sanitized"}
 )
+
+_encode = msgspec.json.Encoder(enc_hook=lambda value: _json_default(value)).encode
 
 UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi")
 
@@ -188,9 +192,16 @@ def _span_ids() -> tuple[str | None, str | None]:
     return format(context.trace_id, "032x"), format(context.span_id, "016x")
 
 
+_second = [-1, ""]
+
+
 def _timestamp(created: float) -> str:
     seconds = int(created)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{int((created - seconds) * 1000):03d}Z"
+    cached = _second
+    if cached[0] != seconds:  # strftime once per second, not per line
+        cached[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+        cached[0] = seconds
+    return f"{cached[1]}.{int((created - seconds) * 1000):03d}Z"
 
 
 def _json_default(value: Any) -> Any:
@@ -237,7 +248,10 @@ class JsonFormatter(logging.Formatter):
             entry["exc"] = record.exc_text
         if record.stack_info:
             entry["stack"] = record.stack_info
-        line = json.dumps(entry, default=_json_default, ensure_ascii=False, separators=(",", ":"))
+        try:
+            line = _encode(entry).decode()
+        except (TypeError, ValueError, OverflowError):  # something msgspec cannot encode: the slow way
+            line = json.dumps(entry, default=_json_default, ensure_ascii=False, separators=(",", ":"))
         # The whole line in one pass (message, extra fields, traceback), unless the producer
         # already masked every value that could carry one (``llmgw_sanitized``, the proxy's
         # request line: a hot path).

@@ -28,6 +28,8 @@ class EmbeddedNats:
         self.data_dir = Path(data_dir)
         self.host = host
         self.port = port or free_port(host)
+        #: a port we picked ourselves may be taken by someone else before the server binds it
+        self._port_is_ours = port is None
         self.log_file = log_file
         self.process: subprocess.Popen | None = None
 
@@ -39,6 +41,18 @@ class EmbeddedNats:
         return self.process is not None and self.process.poll() is None
 
     def start(self, timeout: float = 20) -> None:
+        for attempt in range(3):
+            try:
+                self._start(timeout)
+                self._port_is_ours = False  # clients know this port now: restarts keep it
+                return
+            except RuntimeError:
+                # Lost a race for a port we picked ourselves: take another (never for a fixed port).
+                if not self._port_is_ours or attempt == 2:
+                    raise
+                self.port = free_port(self.host)
+
+    def _start(self, timeout: float) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = [nats_server_binary(), "-js", "-sd", str(self.data_dir), "-a", self.host, "-p", str(self.port)]
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL

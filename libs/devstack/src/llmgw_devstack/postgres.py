@@ -55,6 +55,8 @@ class EmbeddedPostgres:
         self.data_dir = Path(data_dir).absolute()
         self.host = host
         self.port = port or free_port(host)
+        #: a port we picked ourselves may be taken by someone else before the server binds it
+        self._port_is_ours = port is None
         self.log_file = log_file
         self.process: subprocess.Popen | None = None
         self.bin_dir = postgres_bin_dir()
@@ -84,6 +86,18 @@ class EmbeddedPostgres:
             raise RuntimeError(f"initdb failed: {result.stderr.decode(errors='replace').strip()}")
 
     def start(self, timeout: float = 30) -> None:
+        for attempt in range(3):
+            try:
+                self._start(timeout)
+                self._port_is_ours = False  # clients know this port now: restarts keep it
+                return
+            except RuntimeError as error:
+                # Lost a race for a port we picked ourselves: take another (never for a fixed port).
+                if "initdb" in str(error) or not self._port_is_ours or attempt == 2:
+                    raise
+                self.port = free_port(self.host)
+
+    def _start(self, timeout: float) -> None:
         self._initdb()
         stale_pid = self.data_dir / "postmaster.pid"
         if stale_pid.exists() and not self.is_running():
