@@ -232,8 +232,7 @@ class JsonFormatter(logging.Formatter):
         extra = record.__dict__
         fields = extra.get("llmgw_fields")
         if fields is not None:  # a producer's pre-built fields (one attribute instead of many)
-            for name, value in fields.items():
-                entry.setdefault(name, value)
+            entry.update(fields)
         if "trace_id" not in entry and "trace_id" not in extra:
             trace_id, span_id = _span_ids()
             if trace_id is not None:

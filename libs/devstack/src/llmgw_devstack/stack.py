@@ -55,6 +55,8 @@ class ServiceStack:
             **(extra_env or {}),
         }
         self.children: dict[str, Child] = {}
+        #: every secret the stack saw (admin token, provider keys, virtual keys, API tokens), for scans
+        self.secrets: set[str] = {admin_token, openai_api_key, anthropic_api_key, self.env["LLMGW_ENCRYPTION_KEY"]}
 
     # --- URLs -----------------------------------------------------------------------------------
     @property
@@ -127,7 +129,11 @@ class ServiceStack:
 
     # --- admin helpers --------------------------------------------------------------------------
     def admin(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
-        return http_json(method, self.keys_url + path, self.admin_token, body)
+        status, answer = http_json(method, self.keys_url + path, self.admin_token, body)
+        for field_name in ("key", "token"):
+            if isinstance(answer, dict) and isinstance(answer.get(field_name), str):
+                self.secrets.add(answer[field_name])
+        return status, answer
 
     def create_key(self, **fields) -> dict:
         fields.setdefault("name", "e2e")

@@ -5,17 +5,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import sys
 
+from llmgw_common.logging import configure_logging, uvicorn_log_config
+from llmgw_common.metrics import prepare_multiprocess
 from llmgw_metering.settings import Settings
 
 
 def _configure_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(settings.service_name, level=settings.log_level)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
 
             # In the parent, before uvicorn forks workers: idempotent and advisory-locked.
             asyncio.run(run_migrations(settings))
+        # Several workers share the port: prometheus-client's multiprocess mode sums them per scrape.
+        prepare_multiprocess(settings.metering_workers, settings.state_dir, "metering")
         uvicorn.run(
             "llmgw_metering.app:create_app",
             factory=True,
@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             http="httptools",
             access_log=False,
             log_level=settings.log_level.lower(),
+            log_config=uvicorn_log_config(settings.service_name, level=settings.log_level),
             timeout_graceful_shutdown=30,
         )
         return 0

@@ -12,8 +12,10 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
+from llmgw_common.logging import configure_logging, logging_configured
 from llmgw_common.messaging import connect
-from llmgw_common.telemetry import setup_tracing
+from llmgw_common.metrics import worker_exiting
+from llmgw_common.telemetry import instrument_asyncpg, litestar_opentelemetry_plugin, setup_tracing, untraced
 from llmgw_metering.auth import Authenticator
 from llmgw_metering.controllers.health import HealthController
 from llmgw_metering.controllers.prices import PriceOverrideController, PriceQuoteController
@@ -22,6 +24,7 @@ from llmgw_metering.db import create_engine
 from llmgw_metering.errors import EXCEPTION_HANDLERS
 from llmgw_metering.ingest.budget import BudgetSync, budget_bucket
 from llmgw_metering.ingest.consumer import UsageConsumer
+from llmgw_metering.metrics import HTTP
 from llmgw_metering.partitions import run_maintenance
 from llmgw_metering.services.overrides import OverrideCache
 from llmgw_metering.settings import Settings
@@ -35,12 +38,13 @@ async def _maintenance_loop(settings: Settings, engine) -> None:
         await asyncio.sleep(delay)
         delay = settings.metering_maintenance_seconds
         try:
-            result = await run_maintenance(
-                engine,
-                retention_days=settings.metering_retention_days,
-                rollup_retention_days=settings.metering_rollup_retention_days,
-                ahead=settings.metering_partitions_ahead,
-            )
+            with untraced():  # a periodic pass is not worth a trace each time
+                result = await run_maintenance(
+                    engine,
+                    retention_days=settings.metering_retention_days,
+                    rollup_retention_days=settings.metering_rollup_retention_days,
+                    ahead=settings.metering_partitions_ahead,
+                )
             if result.get("dropped"):
                 log.info("maintenance: %s", result)
         except asyncio.CancelledError:
@@ -54,6 +58,7 @@ async def _maintenance_loop(settings: Settings, engine) -> None:
 async def lifespan(app: Litestar) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     setup_tracing(settings.service_name)
+    instrument_asyncpg()  # before the engine opens connections; a no-op unless tracing is on
     engine = create_engine(settings, pool_size=settings.metering_writers + 4)
     nc = await connect(settings.nats_url, name=settings.service_name)
     js = nc.jetstream()
@@ -107,14 +112,26 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
         except Exception:  # noqa: BLE001
             await nc.close()
         await engine.dispose()
+        worker_exiting()
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or Settings()
+    if not logging_configured():
+        # `serve` configures it before uvicorn starts; an app created any other way does it here.
+        configure_logging(settings.service_name, level=settings.log_level)
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    # Before the app is built: the OpenTelemetry plugin is only added when spans are exported.
+    setup_tracing(settings.service_name)
+    otel = litestar_opentelemetry_plugin()
     app = Litestar(
         route_handlers=[HealthController, UsageController, PriceOverrideController, PriceQuoteController],
         lifespan=[lifespan],
+        middleware=[HTTP.middleware],
+        plugins=[otel] if otel is not None else [],
+        # Logging is llmgw_common.logging's (JSON, redacted); Litestar's default config would
+        # replace the root handler with its own plain-text one.
+        logging_config=None,
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=OpenAPIConfig(
             title="llmgw metering",

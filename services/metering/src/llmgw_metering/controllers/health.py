@@ -6,8 +6,9 @@ import asyncio
 
 from litestar import Controller, Response, get
 from litestar.datastructures import State
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from sqlalchemy import text
+
+from llmgw_common.metrics import render
 
 
 class HealthController(Controller):
@@ -40,4 +41,5 @@ class HealthController(Controller):
 
     @get("/metrics", summary="Prometheus metrics", include_in_schema=False)
     async def metrics(self) -> Response:
-        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+        body, content_type = render()  # every worker's samples in multiprocess mode
+        return Response(body, media_type=content_type)

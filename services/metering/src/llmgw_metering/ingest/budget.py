@@ -32,6 +32,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from llmgw_common.contract import KV_BUCKET_BUDGET, BudgetState, budget_kv_key, budget_state_decoder, encode
+from llmgw_common.telemetry import untraced
 from llmgw_metering.metrics import BUDGET_KV_WRITES
 
 log = logging.getLogger(__name__)
@@ -241,7 +242,8 @@ class BudgetSync:
         while True:
             await asyncio.sleep(self._reconcile_seconds)
             try:
-                count = await self.reconcile_once()
+                with untraced():  # a periodic query is not worth a trace each time
+                    count = await self.reconcile_once()
                 log.debug("budget reconcile: %d entries", count)
             except asyncio.CancelledError:
                 raise

@@ -38,7 +38,7 @@ from llmgw_common.contract import (
     SUBJECT_USAGE_WILDCARD,
 )
 from llmgw_common.messaging import ensure_streams
-from llmgw_common.telemetry import extract_context
+from llmgw_common.telemetry import extract_context, messaging_attributes
 from llmgw_metering import metrics
 from llmgw_metering.ingest.budget import BudgetSync
 from llmgw_metering.ingest.natsfast import install_fast_header_parser
@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 tracer = trace.get_tracer("llmgw_metering.ingest")
 
 HEADER_ORIGINAL_SUBJECT = "Llmgw-Original-Subject"
+#: how often the consumer lag metrics are refreshed (seconds)
+LAG_INTERVAL = 5.0
 HEADER_ORIGINAL_MSG_ID = "Llmgw-Original-Msg-Id"
 
 
@@ -112,6 +114,7 @@ class UsageConsumer:
         self._fetch_task: asyncio.Task | None = None
         self._writer_tasks: list[asyncio.Task] = []
         self._keepalive_task: asyncio.Task | None = None
+        self._lag_task: asyncio.Task | None = None
         self.last_commit: float | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -127,6 +130,7 @@ class UsageConsumer:
             for i in range(self._settings.metering_writers)
         ]
         self._keepalive_task = asyncio.create_task(self._keepalive_loop(), name="metering-keepalive")
+        self._lag_task = asyncio.create_task(self._lag_loop(), name="metering-consumer-lag")
         metrics.CONSUMER_UP.set(1)
         log.info(
             "metering consumer started (durable %s on %s, batch %d, %d writers)",
@@ -145,9 +149,10 @@ class UsageConsumer:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-        if self._keepalive_task is not None:
-            self._keepalive_task.cancel()
-            await asyncio.gather(self._keepalive_task, return_exceptions=True)
+        for task in (self._keepalive_task, self._lag_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         left: list[Msg] = []
         for held in list(self._held):
             left.extend(held.prepared.msgs)
@@ -245,15 +250,13 @@ class UsageConsumer:
                 f"process {msg.subject}",
                 context=ctx,
                 kind=SpanKind.CONSUMER,
-                attributes={
-                    "messaging.system": "nats",
-                    "messaging.operation.type": "process",
-                    "messaging.operation.name": "process",
-                    "messaging.destination.name": msg.subject,
-                    "messaging.consumer.group.name": CONSUMER_METERING,
-                    "messaging.message.body.size": len(msg.data),
-                    "messaging.batch.message_count": len(prepared.msgs),
-                },
+                attributes=messaging_attributes(
+                    msg.subject,
+                    "process",
+                    body_size=len(msg.data),
+                    consumer_group=CONSUMER_METERING,
+                    batch_size=len(prepared.msgs),
+                ),
             )
             msg_id = (msg.headers or {}).get("Nats-Msg-Id")
             if msg_id:
@@ -283,8 +286,12 @@ class UsageConsumer:
         while True:
             try:
                 if tracing_enabled():
+                    # Child of the batch's first traced event (so that request's trace is complete),
+                    # linked to every event of the batch.
+                    first = next((span for span in prepared.spans if span is not None), None)
                     with tracer.start_as_current_span(
                         "INSERT metering.usage_events",
+                        context=trace.set_span_in_context(first) if first is not None else None,
                         kind=SpanKind.CLIENT,
                         links=prepared.links,
                         attributes={
@@ -325,6 +332,9 @@ class UsageConsumer:
         self.last_commit = time.monotonic()
         metrics.BATCHES.inc()
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+        metrics.BATCH_SIZE.observe(len(prepared.msgs))
+        for (model, provider), cost in result.cost.items():
+            metrics.COST_USD.labels(model, provider).inc(cost)
         metrics.EVENTS_INSERTED.inc(result.inserted)
         metrics.EVENTS_DUPLICATE.inc(len(prepared.rows) - len(result.rejected) - result.inserted)
         if prepared.unpriced:
@@ -400,6 +410,20 @@ class UsageConsumer:
                     await msg.in_progress()
             except Exception:  # noqa: BLE001 - already acked, or the connection is gone
                 pass
+
+    # --- consumer lag (metrics) -------------------------------------------------------------------
+    async def _lag_loop(self, every: float = LAG_INTERVAL) -> None:
+        """``num_pending`` / ``num_ack_pending`` of the durable consumer, every few seconds."""
+        while True:
+            try:
+                info = await self._js.consumer_info(STREAM_USAGE, CONSUMER_METERING, timeout=2)
+                metrics.CONSUMER_LAG.set(info.num_pending or 0)
+                metrics.ACK_PENDING.set(info.num_ack_pending or 0)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - NATS away: keep the last values
+                log.debug("consumer info unavailable: %s", exc)
+            await asyncio.sleep(every)
 
     # --- keep batches held through an outage from being redelivered ------------------------------
     async def _keepalive_loop(self) -> None:

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from llmgw_metering.ingest.prepare import COLUMNS
+from llmgw_metering.metrics import DB_SECONDS
 from llmgw_metering.partitions import ensure_partitions
 
 log = logging.getLogger(__name__)
@@ -83,9 +85,10 @@ budget AS (
         requests = b.requests + EXCLUDED.requests,
         updated_at = EXCLUDED.updated_at
 )
-SELECT key_id, budget_period_key, count(*) AS n, coalesce(sum(reserved_usd), 0)::float8 AS reserved
+SELECT key_id, budget_period_key, model, provider, count(*) AS n,
+       coalesce(sum(reserved_usd), 0)::float8 AS reserved, coalesce(sum(cost_usd), 0)::float8 AS cost
 FROM ins
-GROUP BY key_id, budget_period_key
+GROUP BY key_id, budget_period_key, model, provider
 """
 
 
@@ -105,11 +108,15 @@ class WriteResult:
     budget: dict[tuple[str, str], float] = field(default_factory=dict)
     #: rows the database refused (index into the batch's rows, error text)
     rejected: list[tuple[int, str]] = field(default_factory=list)
+    #: (model, provider) -> cost of the newly inserted events (metrics)
+    cost: dict[tuple[str, str], float] = field(default_factory=dict)
 
     def merge(self, other: WriteResult, offset: int) -> None:
         self.inserted += other.inserted
         for key, value in other.budget.items():
             self.budget[key] = self.budget.get(key, 0.0) + value
+        for key, value in other.cost.items():
+            self.cost[key] = self.cost.get(key, 0.0) + value
         self.rejected.extend((i + offset, e) for i, e in other.rejected)
 
 
@@ -197,6 +204,7 @@ class BatchWriter:
 
     async def _write(self, rows: list[tuple]) -> WriteResult:
         conn = await self._connection()
+        started = time.perf_counter()
         try:
             async with conn.transaction():
                 await conn.copy_records_to_table(STAGING, records=rows, columns=COLUMNS)
@@ -206,9 +214,14 @@ class BatchWriter:
             if isinstance(classified, TransientDbError) and classified.kind != "conflict":
                 await self.release(broken=True)
             raise classified from exc
+        finally:
+            DB_SECONDS.labels("ingest").observe(time.perf_counter() - started)
         result = WriteResult()
         for record in records:
             result.inserted += record["n"]
+            if record["cost"]:
+                key = (record["model"], record["provider"])
+                result.cost[key] = result.cost.get(key, 0.0) + record["cost"]
             period = record["budget_period_key"]
             if period is not None:
                 key = (record["key_id"], period)
