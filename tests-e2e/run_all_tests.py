@@ -21,6 +21,7 @@ def main(dirs: list[str]) -> int:
     totals = {"passed": 0, "failed": 0, "error": 0, "skipped": 0}
     failed_dirs = []
     started = time.monotonic()
+    temp_root = tempfile.mkdtemp(prefix="llmgw-tests-")
     for directory in dirs:
         path = ROOT / directory
         print(f"\n===== {directory} =====", flush=True)
@@ -29,7 +30,7 @@ def main(dirs: list[str]) -> int:
             # A private basetemp: pytest prunes old numbered temp dirs, which must never be another
             # package's live NATS/PostgreSQL data.
             [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfEs",
-             f"--basetemp={tempfile.gettempdir()}/llmgw-tests/{directory.replace('/', '_')}"],
+             f"--basetemp={temp_root}/{directory.replace('/', '_')}"],
             cwd=path,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
