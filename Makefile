@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
 # Test packages, run one pytest session each (each starts its own NATS + PostgreSQL).
-TEST_DIRS := libs/devstack libs/cli services/key-service services/metering services/edge-proxy deploy/tests tests-e2e
+TEST_DIRS := libs/common libs/devstack libs/cli services/key-service services/metering services/edge-proxy deploy/tests tests-e2e
 
 .PHONY: help install run test bench soak fuzz clean distclean
 

@@ -78,6 +78,7 @@ def analyze(raw_file: Path, top: int = 15) -> dict:
     incl_counts: Counter = Counter()
     package_counts: Counter = Counter()
     package_incl: Counter = Counter()
+    exporter = 0
     total = 0
     for line in raw_file.read_text(errors="replace").splitlines():
         stack, _, count_text = line.rpartition(" ")
@@ -99,6 +100,8 @@ def analyze(raw_file: Path, top: int = 15) -> dict:
             incl_counts[name] += count
         for package in {_package(p) for _, p in frames}:
             package_incl[package] += count
+        if any(f.startswith("BatchProcessor.worker") or f.startswith("BatchSpanProcessor.worker") for f, _ in frames):
+            exporter += count
     def share(counter: Counter, limit: int | None = top) -> list[tuple[str, float]]:
         return [(name, 100.0 * n / total) for name, n in counter.most_common(limit)] if total else []
     # Inclusive time of llmgw's own functions: which step of the request pipeline costs what.
@@ -106,7 +109,8 @@ def analyze(raw_file: Path, top: int = 15) -> dict:
                  if "(llmgw_" in name and "/__main__.py)" not in name][:top]
     return {"samples": total, "self": share(self_counts), "inclusive": inclusive, "packages": share(package_counts),
             "all_packages": share(package_counts, None),
-            "packages_inclusive": dict(share(package_incl, None))}
+            "packages_inclusive": dict(share(package_incl, None)),
+            "exporter_thread_share": 100.0 * exporter / total if total else 0.0}
 
 
 def profile_under_load(py_spy: str, pid: int, out_dir: Path, duration: float, load) -> dict:

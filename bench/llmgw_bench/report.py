@@ -190,14 +190,19 @@ def targets(results: dict) -> list[dict]:
             out.append({"target": name, "measured": "—", "status": "N/A", "detail": missing})
             return
         ok = value >= limit if higher_is_better else value <= limit
-        measured = f"{value:,.2f}{unit}" if abs(value) < 1000 else f"{value:,.0f}{unit}"
+
+        def fmt(x: float) -> str:
+            return f"{x:,.0f}{unit}" if abs(x) >= 100 else f"{x:,.2f}{unit}"
+
+        measured = fmt(value)
         if ok:
             detail = ""
+        elif unit == "×":
+            detail = f"{value / limit:.0%} of the {limit:g}× target: llmgw needs {limit / value:.2f}× its req/s" if value > 0 else "missed"
         elif higher_is_better:
-            detail = (f"missed by {limit - value:,.2f}{unit} ({value / limit:.0%} of the target; "
-                      f"needs {limit / value:.2f}× more)" if value > 0 else f"missed (target {limit}{unit})")
+            detail = f"missed by {fmt(limit - value)} ({value / limit:.0%} of the target; needs {limit / value:.2f}× more)" if value > 0 else "missed"
         else:
-            detail = f"missed by {value - limit:,.2f}{unit} ({value / limit:.1f}× the limit)" if limit else "missed"
+            detail = f"missed by {fmt(value - limit)} ({value / limit:.1f}× the limit)" if limit else "missed"
         out.append({"target": name, "measured": measured, "status": "PASS" if ok else "MISS", "detail": detail})
 
     def why(column: str, what: str) -> str:
@@ -245,7 +250,7 @@ def profile_tables(profile: dict) -> list[Table]:
     if not profile or profile.get("unavailable") or not profile.get("samples"):
         return []
     tables = [
-        Table("Proxy CPU by package", ["package", "self time", "samples with the package on the stack"],
+        Table("Proxy CPU by package", ["package", "self time", "on the stack (incl. middleware wrapping everything)"],
               [[name, f"{pct:.1f}%", f"{profile.get('packages_inclusive', {}).get(name, 0):.1f}%"]
                for name, pct in profile["packages"]]),
         Table("Hottest functions (self time)", ["function", "share"],

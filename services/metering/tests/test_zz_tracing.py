@@ -9,13 +9,14 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from helpers import event, new_key, publish, wait_requests
-from llmgw_common.telemetry import inject_headers, setup_tracing
+from llmgw_common.telemetry import inject_headers, instrument_asyncpg, setup_tracing
 
 
 async def test_consume_and_insert_spans(client, nc):
     exporter = InMemorySpanExporter()
     provider = setup_tracing("metering-tests", exporter=exporter)
     assert provider is not None
+    assert instrument_asyncpg()  # the app started before tracing was on: instrument now
     tracer = trace.get_tracer("edge-proxy-stand-in")
     key = new_key()
     producer_contexts = []
@@ -41,7 +42,22 @@ async def test_consume_and_insert_spans(client, nc):
         assert span.attributes["messaging.system"] == "nats"
         assert span.attributes["messaging.operation.type"] == "process"
         assert span.attributes["messaging.consumer.group.name"] == "metering"
+        assert span.attributes["messaging.operation"] == "process"
     inserts = [s for s in spans if s.name == "INSERT metering.usage_events"]
     linked = {link.context.span_id for s in inserts for link in s.links}
     assert {c.span_id for c in producer_contexts} <= linked
     assert all(s.kind == SpanKind.CLIENT and s.attributes["db.system.name"] == "postgresql" for s in inserts)
+    # each traced batch's insert span is a child of the batch's first consume span (the request's
+    # trace is complete) and its asyncpg query spans are under it
+    consume_ids = {s.context.span_id: s for s in consume}
+    traced_inserts = [s for s in inserts if s.parent is not None and s.parent.span_id in consume_ids]
+    assert traced_inserts
+    for insert in traced_inserts:
+        parent = consume_ids[insert.parent.span_id]
+        assert insert.context.trace_id == parent.context.trace_id
+        assert parent.parent.span_id in {link.context.span_id for link in insert.links}
+        queries = [s for s in spans if s.parent is not None and s.parent.span_id == insert.context.span_id]
+        assert queries and all(s.kind == SpanKind.CLIENT for s in queries)
+        assert any("metering.usage_events" in str(s.attributes.get("db.statement", "")) for s in queries)
+    covered = {s.parent.span_id for s in traced_inserts}
+    assert len(covered) >= 1

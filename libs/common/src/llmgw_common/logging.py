@@ -7,9 +7,10 @@
 - every line carries ``ts`` (UTC, ISO 8601), ``level``, ``logger``, ``message``, ``service``, the
   active span's ``trace_id``/``span_id`` when there is one (or the ones a caller passes in
   ``extra``), every other ``extra={...}`` field, and ``exc`` for exceptions;
-- a redaction filter on the handler masks anything that looks like a secret (``sk-…``,
-  ``sk-ant-…``, ``llmgw-admin-…``, ``llmgw-at-…``, ``Bearer …``, ``api_key=…``, passwords in URLs) in the message,
-  the extra fields and tracebacks: a last line of defence, code should never log secrets anyway;
+- secrets are masked (a redaction filter on the handler, and the formatters redact the whole
+  line): anything that looks like ``sk-…``, ``sk-ant-…``, ``llmgw-admin-…``, ``llmgw-at-…``,
+  ``Bearer …``, ``api_key=…``, a password in a URL — in the message, the extra fields and
+  tracebacks. A last line of defence: the code never logs secrets in the first place;
 - uvicorn's loggers (``uvicorn``, ``uvicorn.error``, ``uvicorn.access``) lose their own handlers and
   propagate to the root, so their lines are JSON too (pass :func:`uvicorn_log_config` as
   ``log_config`` to ``uvicorn.run`` so the workers it spawns start that way).

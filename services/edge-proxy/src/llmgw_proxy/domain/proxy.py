@@ -258,6 +258,10 @@ class ProxyService:
         inc = Incoming(scope)
         ctx = Ctx(inc, None, dialect)
         ctx.route = route
+        if self.tracer is not None:
+            self._start_span(ctx)
+        elif ctx.traceparent is None:
+            ctx.traceparent = observability.new_traceparent()
         try:
             await self.authenticate(ctx, receive)
             status, body = await answer(ctx)
@@ -273,6 +277,8 @@ class ProxyService:
                 await self._send_error(send, ctx, errors.internal_error())
         finally:
             now = perf_counter()
+            if ctx.span is not None:
+                self._end_span(ctx)
             self.metrics.request(ctx.route, "", ctx.status_code, now - ctx.t0, None)
             if self.access_log:
                 observability.access_log(ctx, usage_tokens.Tokens(), now)

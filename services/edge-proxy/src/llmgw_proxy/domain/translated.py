@@ -8,6 +8,7 @@ their original bytes.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import msgspec
@@ -16,6 +17,8 @@ from llmgw_proxy.domain import errors
 from llmgw_proxy.domain.translation import Translation, TranslationError
 from llmgw_proxy.domain.upstream.client import upstream_headers
 from llmgw_proxy.domain.usage.tokens import Tokens
+
+log = logging.getLogger(__name__)
 
 _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
@@ -43,6 +46,13 @@ def request_body(translation: Translation, parsed: dict[str, Any], upstream_mode
         return _encode(translation.request(parsed, upstream_model))
     except TranslationError as exc:
         raise errors.TranslationRefused(exc) from None
+    except Exception as exc:  # noqa: BLE001 - a field of a type the translator did not expect
+        log.warning("request could not be translated (%s: %s)", type(exc).__name__, exc)
+        raise errors.bad_request(
+            "The request could not be translated between the OpenAI and Anthropic API formats: "
+            "a field has a type or shape neither API accepts.",
+            "untranslatable_request",
+        ) from None
 
 
 def request_headers(client_headers, provider, request_id: str, traceparent: str | None, translation: Translation) -> list[bytes]:
@@ -58,7 +68,14 @@ def request_headers(client_headers, provider, request_id: str, traceparent: str 
 def response_body(translation: Translation, status: int, body: bytes, requested_model: str) -> bytes:
     """A buffered upstream answer in the caller's dialect (errors keep their status)."""
     if status >= 400:
-        return _encode(translation.upstream_error(status, body))
+        try:
+            return _encode(translation.upstream_error(status, body))
+        except Exception:  # noqa: BLE001 - never lose the provider's error status over its body's shape
+            log.warning("upstream error body could not be translated", exc_info=True)
+            message = f"The upstream provider answered HTTP {status}."
+            if translation.caller == "anthropic":
+                return _encode({"type": "error", "error": {"type": "api_error", "message": message}})
+            return _encode({"error": {"message": message, "type": "api_error", "param": None, "code": None}})
     try:
         obj = _decode(body)
     except (msgspec.MsgspecError, UnicodeDecodeError, RecursionError):

@@ -212,7 +212,7 @@ def openai_chat_request_to_anthropic(
 
     effort = body.get("reasoning_effort")
     if effort is not None:
-        if effort not in _EFFORTS:
+        if not isinstance(effort, str) or effort not in _EFFORTS:
             raise TranslationError("reasoning_effort", f"unknown value {effort!r}.")
         output_config["effort"] = _EFFORTS[effort]
     if output_config:
