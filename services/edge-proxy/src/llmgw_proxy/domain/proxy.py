@@ -621,7 +621,7 @@ class ProxyService:
                 mode = endpoint.stream_mode if endpoint is not None and endpoint.stream_mode else "openai"
         if translator is not None and is_sse:
             # the caller's stream, written by the translator (include_usage = what the client asked)
-            sse = ctx.sse = translated.TranslatedSSE(translator.new_stream(ctx.model, not ctx.inject))
+            sse = ctx.sse = translated.TranslatedSSE(translator.new_stream(ctx.model, not ctx.inject), ctx.dialect)
         else:
             sse = ctx.sse = SSEUsage(mode, strip=ctx.inject) if mode else None
         now = perf_counter()

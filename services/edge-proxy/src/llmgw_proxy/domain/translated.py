@@ -90,35 +90,61 @@ def response_body(translation: Translation, status: int, body: bytes, requested_
 
 class TranslatedSSE:
     """A translated SSE relay with :class:`llmgw_proxy.domain.streaming.SSEUsage`'s interface
-    (``feed``/``finish``/``tokens``/``error_seen``), usage read by the stream translator."""
+    (``feed``/``finish``/``tokens``/``error_seen``), usage read by the stream translator. An upstream
+    event the translator cannot handle ends the caller's stream with an error event in its dialect
+    (never a broken connection)."""
 
-    __slots__ = ("stream",)
+    __slots__ = ("stream", "caller", "failed")
 
     #: never strips (the translator writes the caller's stream itself)
     strip = False
     translated = True
 
-    def __init__(self, stream) -> None:
+    def __init__(self, stream, caller: str) -> None:
         self.stream = stream
+        self.caller = caller
+        self.failed = False
 
     def feed(self, chunk: bytes) -> bytes:
-        return self.stream.feed(chunk)
+        if self.failed:
+            return b""
+        try:
+            return self.stream.feed(chunk)
+        except Exception:  # noqa: BLE001 - an upstream event of an unexpected shape
+            return self._fail()
 
     def finish(self) -> bytes:
         """End of the upstream body: completes the stream, or ends it with an error event in the
         caller's dialect when it was cut before the end."""
-        return self.stream.close()
+        if self.failed:
+            return b""
+        try:
+            return self.stream.close()
+        except Exception:  # noqa: BLE001
+            return self._fail()
+
+    def _fail(self) -> bytes:
+        log.warning("upstream stream could not be translated", exc_info=True)
+        self.failed = True
+        message = "The upstream provider's stream could not be translated."
+        if self.caller == "anthropic":
+            return b"event: error\ndata: " + _encode({"type": "error", "error": {"type": "api_error", "message": message}}) + b"\n\n"
+        error = {"message": message, "type": "api_error", "param": None, "code": "upstream_invalid_response"}
+        return b"data: " + _encode({"error": error}) + b"\n\n"
 
     @property
     def error_seen(self) -> bool:
-        return self.stream.error is not None
+        return self.failed or self.stream.error is not None
 
     @property
     def tokens(self) -> Tokens:
         tokens = Tokens()
-        if not self.stream.usage_seen:
+        try:
+            if not self.stream.usage_seen:
+                return tokens
+            usage = self.stream.usage
+        except Exception:  # noqa: BLE001
             return tokens
-        usage = self.stream.usage
         tokens.prompt = usage["prompt_tokens"]
         tokens.cached = usage["cached_tokens"]
         tokens.cache_write = usage["cache_write_tokens"]
