@@ -316,7 +316,10 @@ def _setup_section(results: dict) -> list[str]:
         "- **llmgw**: load generator → edge-proxy (1 worker process, `python -m llmgw_proxy serve`) → mock provider,"
         " with key-service, metering, NATS (JetStream) and PostgreSQL running: the proxy publishes one usage event per"
         " request, metering stores it, and every service exports traces over OTLP/HTTP to a local sink"
-        " (`OTEL_TRACES_EXPORTER=otlp`, `OTEL_EXPORTER_OTLP_ENDPOINT`). The virtual key was looked up and cached before measuring.",
+        " (`OTEL_TRACES_EXPORTER=otlp`, `OTEL_EXPORTER_OTLP_ENDPOINT`) with head sampling"
+        " (`OTEL_TRACES_SAMPLER=parentbased_traceidratio`, `OTEL_TRACES_SAMPLER_ARG=0.01` unless set otherwise:"
+        " every request carries a trace context across NATS and in its log lines, 1 in 100 is recorded and exported)."
+        " The virtual key was looked up and cached before measuring.",
         f"- **LiteLLM**: load generator → `litellm --config … --port N` (LiteLLM {results['versions'].get('litellm', '—')},"
         " installed by the bench into `.bench/litellm-venv`, 1 worker, default settings, no database, master key)"
         " → the same mock provider (`model: openai/gpt-4o-mini`, `api_base: <mock>/v1`).",

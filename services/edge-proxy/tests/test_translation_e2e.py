@@ -310,3 +310,34 @@ def test_fallback_skips_a_deployment_the_request_cannot_be_translated_for(proxy,
     )
     assert r.status_code == 500  # the provider's own last answer
     assert [c["path"] for c in mock.calls(since)] == ["/v1/chat/completions"] * 3
+
+
+# --- robustness of the glue (no 5xx of the proxy's own for a shape the translator did not expect) ---
+
+
+def test_unexpected_translator_failures_are_answered_not_crashed():
+    import dataclasses
+
+    from llmgw_proxy.domain import errors, translated
+    from llmgw_proxy.domain.translation import OPENAI_CALLER_TO_ANTHROPIC
+
+    def boom(*_args, **_kwargs):
+        raise TypeError("unhashable type: 'list'")
+
+    broken = dataclasses.replace(OPENAI_CALLER_TO_ANTHROPIC, request=boom, upstream_error=boom, response=boom)
+    with pytest.raises(errors.ProxyError) as exc:
+        translated.request_body(broken, {"model": "x", "messages": []}, "claude")
+    assert exc.value.status == 400 and exc.value.code == "untranslatable_request"
+    # an upstream error body of an unexpected shape keeps its status, with a body in the caller's dialect
+    assert json.loads(translated.response_body(broken, 503, b"[1]", "x"))["error"]["type"] == "api_error"
+    with pytest.raises(errors.ProxyError) as exc2:
+        translated.response_body(broken, 200, b"{}", "x")
+    assert exc2.value.status == 502 and exc2.value.code == "upstream_invalid_response"
+    # a stream event the translator chokes on ends the caller's stream with an error event
+    relay = translated.TranslatedSSE(OPENAI_CALLER_TO_ANTHROPIC.new_stream("m", False), "openai")
+    start = b'event: message_start\ndata: {"type":"message_start","message":{"id":"msg_1","usage":{"input_tokens":3}}}\n\n'
+    assert relay.feed(start).startswith(b"data: ")
+    bad = b'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":{"x":1}}}\n\n'
+    out = relay.feed(bad)
+    assert json.loads(out[len(b"data: "):])["error"]["code"] == "upstream_invalid_response"
+    assert relay.error_seen and relay.tokens.prompt == 3 and relay.feed(b"more") == b"" and relay.finish() == b""

@@ -41,7 +41,7 @@ __all__ = [
 #: LogRecord attributes that are not "extra" fields
 _RESERVED = frozenset(
     vars(logging.LogRecord("x", logging.INFO, "x", 0, "x", None, None)).keys()
-    | {"message", "asctime", "taskName", "service", "llmgw_fields", "llmgw_sanitized"}
+    | {"message", "asctime", "taskName", "service", "llmgw_fields", "llmgw_sanitized", "color_message"}
 )
 
 _encode = msgspec.json.Encoder(enc_hook=lambda value: _json_default(value)).encode

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 API_DESCRIPTION = """\
 Admin API of the llmgw key-service: virtual keys, provider credentials, model routes, admin
-tokens and the audit log. Every `/v1/*` call needs `Authorization: Bearer <admin token>`
+tokens, the audit log and the edge proxies' response cache. Every `/v1/*` call needs `Authorization: Bearer <admin token>`
 (the bootstrap `LLMGW_ADMIN_TOKEN` or a token from `POST /v1/admin-tokens`). Errors are
 `{"error": {"type": ..., "message": ...}}` with 401/403/404/409/422. See docs/key-service.md.
 """
