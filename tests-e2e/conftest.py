@@ -83,6 +83,7 @@ def stack(nats_url, make_database, mock_provider, tmp_path_factory) -> Iterator[
         anthropic_base_url=mock_provider.url,
         openai_api_key=OPENAI_PROVIDER_KEY,
         anthropic_api_key=ANTHROPIC_PROVIDER_KEY,
+        proxy_replicas=2,  # limits and budgets must hold across replicas
     )
     try:
         services.start()
