@@ -84,6 +84,9 @@ def stack(nats_url, make_database, mock_provider, tmp_path_factory) -> Iterator[
         openai_api_key=OPENAI_PROVIDER_KEY,
         anthropic_api_key=ANTHROPIC_PROVIDER_KEY,
         proxy_replicas=2,  # limits and budgets must hold across replicas
+        # Fault tests open circuit breakers on purpose; a short cooldown keeps one test's injected
+        # upstream failures from starving the next test's load.
+        extra_env={"LLMGW_BREAKER_COOLDOWN": "2"},
     )
     try:
         services.start()

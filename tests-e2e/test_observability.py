@@ -20,7 +20,6 @@ import gzip
 import json
 import re
 import threading
-import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -206,7 +205,7 @@ def traffic(obs, obs_nats):
     list(client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True))
     client.embeddings.create(model="text-embedding-3-small", input=PROMPT)
     claude = anthropic.Anthropic(base_url=obs.proxy_url(), api_key=created["key"], max_retries=0)
-    claude.messages.create(model="claude-sonnet-4-5", max_tokens=64, messages=MESSAGES)
+    claude.messages.create(model="claude-sonnet-4-6", max_tokens=64, messages=MESSAGES)
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=obs.proxy_url() + "/v1", api_key="sk-llmgw-not-a-real-key-obs", max_retries=0
                       ).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
@@ -439,3 +438,56 @@ def test_logs_are_json_and_carry_no_secrets(obs, traffic):
     ok = [e for e in proxy_requests if e["status"] == 200]
     assert ok and all(re.fullmatch(r"[0-9a-f]{32}", e["trace_id"]) for e in ok)
     assert traced[0]["key_id"] == traffic["key_id"] and traced[0]["total_tokens"] > 0
+
+
+def test_metrics_add_up_over_several_workers(make_database, mock_provider, tmp_path_factory):
+    """Two uvicorn workers per service share each port: whichever worker a scrape reaches, /metrics
+    shows the sum over both (PROMETHEUS_MULTIPROC_DIR, set up by `serve`)."""
+    root = tmp_path_factory.mktemp("workers-nats")
+    server = EmbeddedNats(root / "data", log_file=root / "nats.log")
+    server.start()
+    metrics_port = free_port()
+    services = ServiceStack(
+        nats_url=server.url,
+        database_url=make_database("workers"),
+        state_dir=tmp_path_factory.mktemp("workers-state"),
+        openai_base_url=mock_provider.url + "/v1",
+        anthropic_base_url=mock_provider.url,
+        openai_api_key=OPENAI_PROVIDER_KEY,
+        anthropic_api_key=ANTHROPIC_PROVIDER_KEY,
+        extra_env={"LLMGW_PROXY_WORKERS": "2", "LLMGW_KEYS_WORKERS": "2", "LLMGW_METERING_WORKERS": "2",
+                   "LLMGW_PROXY_METRICS_PORT": str(metrics_port)},
+    )
+    try:
+        services.start()
+        created = services.create_key(name="workers")
+        client = openai.OpenAI(base_url=services.proxy_url() + "/v1", api_key=created["key"], max_retries=0)
+        for _ in range(20):
+            client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        for _ in range(10):
+            services.admin("GET", "/v1/keys/" + created["id"])
+
+        def total(url: str, name: str, **labels) -> float:
+            return sum(
+                sample.value
+                for family in text_string_to_metric_families(scrape(url))
+                for sample in family.samples
+                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+            )
+
+        def every_scrape(url: str, name: str, expected: float, **labels):
+            def check():
+                seen = [total(url, name, **labels) for _ in range(6)]  # several scrapes: both workers answer some
+                assert seen == [expected] * 6, seen
+                return True
+
+            eventually(check, timeout=20, interval=0.5, what=f"{name} = {expected} in every scrape")
+
+        every_scrape(f"http://127.0.0.1:{metrics_port}/metrics", "llmgw_proxy_requests_total", 20,
+                     route="/v1/chat/completions", status="200")
+        every_scrape(services.keys_url + "/metrics", "llmgw_keys_http_requests_total", 10, route="/v1/keys/{key_id}")
+        every_scrape(services.metering_url + "/metrics", "llmgw_metering_events_inserted_total", 20)
+        every_scrape(services.metering_url + "/metrics", "llmgw_metering_consumer_running", 2)
+    finally:
+        services.stop()
+        server.stop()
