@@ -86,7 +86,8 @@ def stack(nats_url, make_database, mock_provider, tmp_path_factory) -> Iterator[
         proxy_replicas=2,  # limits and budgets must hold across replicas
         # Fault tests open circuit breakers on purpose; a short cooldown keeps one test's injected
         # upstream failures from starving the next test's load.
-        extra_env={"LLMGW_BREAKER_COOLDOWN": "2"},
+        # The hostile-input and fuzz tests send many bad keys from one address on purpose.
+        extra_env={"LLMGW_BREAKER_COOLDOWN": "2", "LLMGW_AUTH_FAILURES_PER_MINUTE": "100000"},
     )
     try:
         services.start()

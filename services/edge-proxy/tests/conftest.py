@@ -70,6 +70,8 @@ def proxy_settings(tmp_path_factory, nats_url, **overrides) -> Settings:
         usage_replay_interval=0.2,
         estimate_completion_tokens=256,
         log_level="WARNING",
+        # many tests use bad keys on purpose; test_failed_auth.py tests the brute-force limit itself
+        auth_failures_per_minute=100_000,
     )
     values.update(overrides)
     return Settings(**values)

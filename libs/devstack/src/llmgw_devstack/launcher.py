@@ -57,6 +57,8 @@ class Launcher:
         self.python = sys.executable
         self.env = dict(os.environ)
         self.env["LLMGW_STATE_DIR"] = str(self.state_dir)
+        # Someone is likely reading this in a terminal: readable lines unless JSON is asked for.
+        self.env.setdefault("LLMGW_LOG_FORMAT", "text")
         self.servers: list[ServerHandle] = []
         self.children: list[Child] = []
         self.stopping = False

@@ -44,6 +44,8 @@ class Settings(GatewaySettings):
     #: how long a known key keeps working from the cache while key-service does not answer
     key_max_stale: float = 900.0
     key_lookup_timeout: float = 1.0
+    #: failed key checks per client address per minute before that address gets 429s (0 = off)
+    auth_failures_per_minute: int = Field(default=30, ge=0)
 
     # --- budgets / token estimates ------------------------------------------------------------
     #: completion tokens assumed for a request that sets no max_tokens (budget + TPM estimates)

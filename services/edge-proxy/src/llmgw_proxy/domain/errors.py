@@ -174,6 +174,18 @@ def rate_limited(kind: str, message: str, headers: list[tuple[bytes, bytes]]) ->
     )
 
 
+def too_many_failed_attempts(retry_after: int) -> ProxyError:
+    return ProxyError(
+        429,
+        "Too many requests with an invalid API key from this address; try again later.",
+        openai_type="requests",
+        code="too_many_failed_auth_attempts",
+        anthropic_type="rate_limit_error",
+        headers=[(b"retry-after", str(retry_after).encode())],
+        reason="auth_brute_force",
+    )
+
+
 def budget_exceeded(message: str, headers: list[tuple[bytes, bytes]]) -> ProxyError:
     return ProxyError(
         429,

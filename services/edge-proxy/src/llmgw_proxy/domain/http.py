@@ -17,7 +17,7 @@ class Incoming:
 
     __slots__ = (
         "method", "path", "query", "headers", "token", "content_length", "anthropic_version",
-        "request_id", "client_request_id", "traceparent",
+        "request_id", "client_request_id", "traceparent", "client_address",
     )
 
     def __init__(self, scope: dict[str, Any]) -> None:
@@ -25,6 +25,8 @@ class Incoming:
         self.path: str = scope["path"]
         self.query: bytes = scope.get("query_string") or b""
         self.headers: Headers = scope["headers"]
+        client = scope.get("client")
+        self.client_address: str = client[0] if client else ""
         token = None
         api_key = None
         content_length = None

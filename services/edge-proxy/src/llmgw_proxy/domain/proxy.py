@@ -30,6 +30,7 @@ from llmgw_common.contract import UsageEvent, hash_secret, usage_subject
 from llmgw_proxy import observability
 from llmgw_proxy.domain import errors, routing, translated
 from llmgw_proxy.domain.ids import new_id
+from llmgw_proxy.domain.auth.failed_attempts import FailedAuthLimiter
 from llmgw_proxy.domain.auth.key_cache import KeyCache, KeyEntry
 from llmgw_proxy.domain.budgets import BudgetGuard
 from llmgw_proxy.domain.http import ClientGone, Incoming, read_body, send_bytes
@@ -195,6 +196,7 @@ class ProxyService:
         self.metrics = metrics
         self.tracer = tracer
         self.max_body = settings.max_body_bytes
+        self.failed_auth = FailedAuthLimiter(settings.auth_failures_per_minute)
         self.max_attempts = settings.upstream_max_attempts
         self.retry_base = settings.upstream_retry_base
         self.retry_max_wait = settings.upstream_retry_max_wait
@@ -247,8 +249,17 @@ class ProxyService:
             raise errors.missing_key()
         if inc.content_length is not None and inc.content_length > self.max_body:
             raise errors.body_too_large(self.max_body)
-        entry = await self.keys.get(hash_secret(inc.token))
-        entry.check_usable(time.time())
+        now = time.time()
+        blocked_for = self.failed_auth.retry_after(inc.client_address, now)
+        if blocked_for is not None:
+            raise errors.too_many_failed_attempts(blocked_for)
+        try:
+            entry = await self.keys.get(hash_secret(inc.token))
+            entry.check_usable(now)
+        except errors.ProxyError as error:
+            if error.status == 401:
+                self.failed_auth.record_failure(inc.client_address, now)
+            raise
         ctx.entry = entry
         ctx.body = await read_body(receive, self.max_body)
         return entry
