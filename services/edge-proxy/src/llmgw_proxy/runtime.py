@@ -66,6 +66,9 @@ class ProxyRuntime:
     async def start(self) -> None:
         self._connected = asyncio.Event()
         await asyncio.to_thread(self.spool.open)
+        # The list-price table (genai-prices) loads on first use; load it now, off the event loop,
+        # so the first priced request of this worker does not stall every other one (~100 ms).
+        await asyncio.to_thread(_warm_pricing)
         if self.spool.depth:
             log.info("usage spool holds %d events from earlier runs; replaying when NATS is up", self.spool.depth)
         provider = setup_tracing(self.settings.service_name)
@@ -180,3 +183,12 @@ class ProxyRuntime:
             pass
         finally:
             writer.close()
+
+
+def _warm_pricing() -> None:
+    try:
+        from llmgw_common import pricing
+
+        pricing.price("openai", "gpt-4o-mini", prompt_tokens=1, completion_tokens=1)
+    except Exception:  # noqa: BLE001 - a warm-up only; the request path handles pricing errors
+        log.debug("price table warm-up failed", exc_info=True)
