@@ -459,8 +459,11 @@ class ProxyService:
         refused: errors.TranslationRefused | None = None
         metrics = self.metrics
         pool = self.pool
-        tracer = self.tracer
-        # tracing on: each attempt's own span goes upstream as the traceparent (added per attempt)
+        server_span = ctx.span
+        # tracing on and this request sampled: each attempt's own span goes upstream as the
+        # traceparent (added per attempt). Unsampled (head sampling drops most requests): no
+        # attempt spans, nothing would record them; the request's unsampled traceparent goes up.
+        tracer = self.tracer if server_span is not None and server_span.get_span_context().trace_flags.sampled else None
         traceparent = ctx.traceparent if tracer is None else None
         for candidate in candidates:
             if not self.breakers.allow(candidate.name):
@@ -771,7 +774,8 @@ class ProxyService:
             reserved_usd=reservation.amount if reservation is not None else 0.0,
             budget_period_key=reservation.period_key if reservation is not None else None,
         )
-        if self.tracer is not None and ctx.span is not None:
+        # (the sampled flag, not is_recording(): the server span may have ended with the response)
+        if self.tracer is not None and ctx.span is not None and ctx.span.get_span_context().trace_flags.sampled:
             headers = observability.publish_headers(
                 self.tracer, observability.parent_context(ctx.span), usage_subject(event.provider), event.event_id
             )
@@ -810,8 +814,10 @@ class ProxyService:
     # --- tracing (only when an exporter is configured) -------------------------------------------
     def _start_span(self, ctx: Ctx) -> None:
         current = trace.get_current_span()
-        if current.is_recording():
-            # the server span of the OpenTelemetry middleware around the router (observability.asgi_tracing)
+        if current.get_span_context().is_valid:
+            # the server span of the OpenTelemetry middleware around the router (observability.asgi_tracing),
+            # sampled or not: an unsampled request stays unsampled (no second, independent sampling
+            # decision and no orphan server span in another trace), and costs no second span
             span = current
         else:
             parent = propagate.extract({"traceparent": ctx.inc.traceparent}) if ctx.inc.traceparent else None
