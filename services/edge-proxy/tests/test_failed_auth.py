@@ -45,3 +45,16 @@ def test_limiter_windows_and_bounded_memory():
     for i in range(50):
         limiter.record_failure(f"addr{i}", t)
     assert len(limiter._windows) <= 10
+
+
+def test_revoked_key_rejections_do_not_count_as_guesses(tmp_path_factory, nats_url, keysvc, mock):
+    """Clients polling with a key that was revoked get 401s, never the brute-force 429."""
+    server = ProxyServer(proxy_settings(tmp_path_factory, nats_url, auth_failures_per_minute=3)).start()
+    try:
+        secret, record = keysvc.add_key(status="revoked")
+        with httpx.Client(timeout=10) as http:
+            statuses = [http.post(server.url + "/v1/chat/completions", json=BODY,
+                                  headers={"authorization": f"Bearer {secret}"}).status_code for _ in range(6)]
+        assert statuses == [401] * 6, statuses
+    finally:
+        server.stop()

@@ -255,11 +255,12 @@ class ProxyService:
             raise errors.too_many_failed_attempts(blocked_for)
         try:
             entry = await self.keys.get(hash_secret(inc.token))
-            entry.check_usable(now)
         except errors.ProxyError as error:
+            # Only guesses count: a key that exists but is revoked/expired is not brute force.
             if error.status == 401:
                 self.failed_auth.record_failure(inc.client_address, now)
             raise
+        entry.check_usable(now)
         ctx.entry = entry
         ctx.body = await read_body(receive, self.max_body)
         return entry
