@@ -58,3 +58,18 @@ def test_revoked_key_rejections_do_not_count_as_guesses(tmp_path_factory, nats_u
         assert statuses == [401] * 6, statuses
     finally:
         server.stop()
+
+
+def test_known_keys_keep_working_from_a_blocked_address(tmp_path_factory, nats_url, keysvc, mock):
+    server = ProxyServer(proxy_settings(tmp_path_factory, nats_url, auth_failures_per_minute=3)).start()
+    try:
+        secret, _ = keysvc.add_key()
+        with httpx.Client(timeout=10) as http:
+            url = server.url + "/v1/chat/completions"
+            assert http.post(url, json=BODY, headers={"authorization": f"Bearer {secret}"}).status_code == 200
+            for i in range(4):
+                http.post(url, json=BODY, headers={"authorization": f"Bearer sk-llmgw-guess-{i}"})
+            assert http.post(url, json=BODY, headers={"authorization": "Bearer sk-llmgw-guess-x"}).status_code == 429
+            assert http.post(url, json=BODY, headers={"authorization": f"Bearer {secret}"}).status_code == 200
+    finally:
+        server.stop()

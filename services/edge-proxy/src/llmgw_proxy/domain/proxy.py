@@ -250,11 +250,14 @@ class ProxyService:
         if inc.content_length is not None and inc.content_length > self.max_body:
             raise errors.body_too_large(self.max_body)
         now = time.time()
+        key_hash = hash_secret(inc.token)
         blocked_for = self.failed_auth.retry_after(inc.client_address, now)
-        if blocked_for is not None:
+        # Keys already known here keep working, so guessers behind a shared address (a load
+        # balancer, a NAT) cannot lock out the clients with real keys.
+        if blocked_for is not None and not self.keys.knows(key_hash):
             raise errors.too_many_failed_attempts(blocked_for)
         try:
-            entry = await self.keys.get(hash_secret(inc.token))
+            entry = await self.keys.get(key_hash)
         except errors.ProxyError as error:
             # Only guesses count: a key that exists but is revoked/expired is not brute force.
             if error.status == 401:

@@ -123,6 +123,10 @@ class KeyCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def knows(self, key_hash: str) -> bool:
+        """A key this proxy has already seen exist (cached, whatever its status)."""
+        return key_hash in self._entries
+
     # --- lookups ------------------------------------------------------------------------------
     async def get(self, key_hash: str) -> KeyEntry:
         """The key's entry; raises 401 ProxyError for unknown keys, 503 when nobody can tell."""
