@@ -10,7 +10,7 @@ import logging.config
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
-from llmgw_common.logging import configure_logging, redact, uvicorn_log_config
+from llmgw_common.logging import configure_logging, direct_handler, redact, uvicorn_log_config, write_fields
 
 
 @pytest.fixture()
@@ -115,3 +115,40 @@ def test_uvicorn_log_config_is_a_valid_dict_config(capsys):
     err = capsys.readouterr().err
     entry = json.loads(err.strip().splitlines()[-1])
     assert entry["service"] == "svc" and entry["message"] == "token=*** ready"
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_direct_write_makes_the_line_the_logging_path_makes(stream, fmt):
+    """The proxy's request line skips the logging machinery when only llmgw's handler would see it:
+    the line must be the one ``logger.info(..., extra={"llmgw_fields": ...})`` writes."""
+    configure_logging("svc", level="INFO", fmt=fmt, stream=stream)
+    logger = logging.getLogger("llmgw.test.direct")
+    fields = {"request_id": "r1", "trace_id": "ab" * 16, "status": 200, "latency_ms": 1.25, "model": None}
+    logger.info("request", extra={"llmgw_fields": fields, "llmgw_sanitized": True})
+    handler = direct_handler(logger, logging.INFO)
+    assert handler is not None
+    write_fields(handler, "INFO", logger.name, "request", fields)
+    first, second = stream.getvalue().splitlines()
+    strip_ts = (lambda line: {k: v for k, v in json.loads(line).items() if k != "ts"}) if fmt == "json" else (
+        lambda line: line.split(" ", 1)[1])
+    assert strip_ts(first) == strip_ts(second)
+
+
+def test_direct_write_is_refused_when_another_handler_or_level_would_see_it(stream):
+    configure_logging("svc", level="INFO", stream=stream)
+    logger = logging.getLogger("llmgw.test.direct2")
+    assert direct_handler(logger, logging.DEBUG) is None  # below the level: not written at all
+    capture = logging.Handler()
+    logger.addHandler(capture)
+    try:
+        assert direct_handler(logger, logging.INFO) is None  # a handler of its own (a test capture)
+    finally:
+        logger.removeHandler(capture)
+    root = logging.getLogger()
+    extra = logging.StreamHandler(io.StringIO())
+    root.addHandler(extra)
+    try:
+        assert direct_handler(logger, logging.INFO) is None  # two handlers at the root
+    finally:
+        root.removeHandler(extra)
+    assert direct_handler(logger, logging.INFO) is not None

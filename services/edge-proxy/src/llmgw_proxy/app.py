@@ -9,7 +9,7 @@ from litestar import Litestar
 from litestar.datastructures import State
 
 from llmgw_common.logging import configure_logging, logging_configured
-from llmgw_common.telemetry import setup_tracing, tracing_enabled
+from llmgw_common.telemetry import setup_tracing
 
 from llmgw_proxy.controllers import health
 from llmgw_proxy.router import ProxyRouter
@@ -23,7 +23,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         # `serve` configures it before uvicorn starts; an app created any other way does it here.
         configure_logging(settings.service_name, level=settings.log_level)
     logging.getLogger("llmgw_proxy").setLevel(settings.log_level.upper())
-    # Before the app is built: the server-span middleware is only there when spans are exported.
+    # Before the runtime is built: the proxy's tracer is only set when spans are exported.
     setup_tracing(settings.service_name)
     runtime = ProxyRuntime(settings)
 
@@ -49,9 +49,4 @@ def create_app(settings: Settings | None = None) -> Litestar:
     # The proxy's /v1/* hot path is routed before Litestar's router (see router.py).
     router = ProxyRouter(runtime.service, app.asgi_handler)
     app.asgi_handler = router
-    if tracing_enabled():
-        # Litestar's OpenTelemetry middleware around the router: a server span for /v1/* too.
-        from llmgw_proxy.observability import asgi_tracing
-
-        app.asgi_handler = asgi_tracing(router, frozenset(path for _, path in router.exact))
     return app

@@ -1,8 +1,9 @@
 """Tracing and the per-request log line of the proxy (see docs/observability.md).
 
-Tracing (only when an exporter is configured, ``ProxyService.tracer`` set): the server span is the
-one Litestar's OpenTelemetry middleware opens around the whole ASGI app (``/v1/*`` included, the
-proxy router sits inside it; per-chunk ``send``/``receive`` spans off). Under it the proxy opens:
+Tracing (only when an exporter is configured, ``ProxyService.tracer`` set): ``ProxyService`` opens
+the SERVER span of every ``/v1/*`` request itself (a generic ASGI middleware cost ~10 % of the
+proxy's CPU, mostly on requests head sampling then dropped); its HTTP attributes are written only
+when the span is recorded. Under it the proxy opens:
 
 - ``send llmgw.v1.keys.lookup`` (CLIENT) around a key lookup that misses the cache, its context in
   the request's NATS headers (key-service's responder span is its child);
@@ -26,7 +27,7 @@ import random
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-from llmgw_common.logging import redact
+from llmgw_common.logging import direct_handler, redact, write_fields
 from llmgw_common.telemetry import inject_span_headers, messaging_attributes
 
 ACCESS = logging.getLogger("llmgw_proxy.access")
@@ -34,23 +35,25 @@ _getrandbits = random.getrandbits
 _HEX = frozenset("0123456789abcdef")
 
 
-# --- server span (the ASGI middleware around the proxy router) -----------------------------------
-def asgi_tracing(app, known_paths: frozenset[str]):
-    """``app`` wrapped in Litestar's OpenTelemetry middleware (server span per request, no
-    per-chunk spans, probes and /metrics untraced). Span names use the endpoint, never a
-    client-chosen path (passthrough paths become ``POST /v1/*``)."""
-    from litestar.plugins.opentelemetry import OpenTelemetryInstrumentationMiddleware
-
-    from llmgw_common.telemetry import litestar_opentelemetry_config
-
-    def details(scope) -> tuple[str, dict]:
-        method = scope.get("method", "")
-        path = scope.get("path", "")
-        route = path if path in known_paths or not path.startswith("/v1/") else "/v1/*"
-        return f"{method} {route}", {"http.route": route}
-
-    config = litestar_opentelemetry_config(scope_span_details_extractor=details)
-    return OpenTelemetryInstrumentationMiddleware(app=app, config=config)
+# --- server span (started by ProxyService for every /v1/* request) -------------------------------
+def server_span_attributes(span, inc, route: str) -> None:
+    """HTTP semantic-convention attributes of a recorded server span (current and older names).
+    The query string may carry a credential (``?api-key=…``): URL values are masked."""
+    path = redact(inc.path)
+    query = redact(inc.query.decode("latin-1")) if inc.query else ""
+    target = f"{path}?{query}" if query else path
+    span.set_attributes({
+        "http.request.method": inc.method,
+        "http.method": inc.method,
+        "http.route": route,
+        "url.path": path,
+        "http.target": target,
+        "http.url": target,
+        "llmgw.request_id": redact(inc.request_id) if inc.client_request_id else inc.request_id,
+        "client.address": inc.client_address,
+    })
+    if query:
+        span.set_attribute("url.query", query)
 
 
 def new_traceparent() -> str:
@@ -191,4 +194,8 @@ def access_log(ctx, tokens, now: float) -> None:
         "reasoning_tokens": tokens.reasoning,
         "total_tokens": tokens.total,
     }
-    ACCESS.log(level, "request", extra={"llmgw_fields": fields, "llmgw_sanitized": True})
+    handler = direct_handler(ACCESS, level)
+    if handler is not None:
+        write_fields(handler, logging.getLevelName(level), ACCESS.name, "request", fields)
+    else:
+        ACCESS.log(level, "request", extra={"llmgw_fields": fields, "llmgw_sanitized": True})

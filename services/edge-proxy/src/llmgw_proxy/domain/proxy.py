@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
+from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import Status, StatusCode
 
@@ -114,7 +115,7 @@ class Ctx:
         "inc", "endpoint", "path", "dialect", "t0", "ts", "entry", "body", "model", "stream", "inject", "max_tokens",
         "admission", "reservation", "attempts", "candidate", "up_start", "up_headers", "up_end", "first_byte",
         "t_end", "status", "status_code", "error_type", "client_gone", "done", "sse", "tokens", "streamed",
-        "watcher", "forwarded", "overhead", "span", "span_owned", "traceparent", "route", "parsed", "prepared", "cache",
+        "watcher", "forwarded", "overhead", "span", "span_owned", "span_token", "traceparent", "route", "parsed", "prepared", "cache",
     )
 
     def __init__(self, inc: Incoming, endpoint: Endpoint | None, dialect: str) -> None:
@@ -155,6 +156,8 @@ class Ctx:
         #: the request's server span (tracing on); span_owned: started here, not by the ASGI middleware
         self.span = None
         self.span_owned = False
+        #: the span made current for this request's task (key lookups open their spans under it)
+        self.span_token = None
         self.traceparent: str | None = inc.traceparent
         #: translation paths: the caller's body as a dict, and (candidate, translated bytes) made early
         self.parsed: dict | None = None
@@ -817,25 +820,21 @@ class ProxyService:
 
     # --- tracing (only when an exporter is configured) -------------------------------------------
     def _start_span(self, ctx: Ctx) -> None:
-        current = trace.get_current_span()
-        if current.get_span_context().is_valid:
-            # the server span of the OpenTelemetry middleware around the router (observability.asgi_tracing),
-            # sampled or not: an unsampled request stays unsampled (no second, independent sampling
-            # decision and no orphan server span in another trace), and costs no second span
-            span = current
-        else:
-            parent = propagate.extract({"traceparent": ctx.inc.traceparent}) if ctx.inc.traceparent else None
-            span = self.tracer.start_span(
-                f"{ctx.inc.method} {ctx.path if ctx.endpoint is not None else '/v1/*'}",
-                context=parent,
-                kind=trace.SpanKind.SERVER,
-            )
-            ctx.span_owned = True
-        span.set_attribute("llmgw.request_id", ctx.inc.request_id)
+        """The request's SERVER span, started here rather than by a generic ASGI middleware: an
+        unsampled request (most of them under head sampling) pays for one sampler decision and
+        nothing else; URL attributes are written only on recorded spans, credentials masked."""
+        inc = ctx.inc
+        parent = propagate.extract({"traceparent": inc.traceparent}) if inc.traceparent else None
+        route = ctx.path if ctx.endpoint is not None else (ctx.route if ctx.route.startswith("/v1/") else "/v1/*")
+        span = self.tracer.start_span(f"{inc.method} {route}", context=parent, kind=trace.SpanKind.SERVER)
+        ctx.span_owned = True
         ctx.span = span
-        carrier: dict[str, str] = {}
-        propagate.inject(carrier, context=trace.set_span_in_context(span))
-        ctx.traceparent = carrier.get("traceparent", ctx.traceparent)
+        if span.is_recording():
+            observability.server_span_attributes(span, inc, route)
+        ctx.span_token = otel_context.attach(trace.set_span_in_context(span))
+        # W3C traceparent of the span, as the propagator would write it (without its dict round trip)
+        sc = span.get_span_context()
+        ctx.traceparent = f"00-{sc.trace_id:032x}-{sc.span_id:016x}-{sc.trace_flags:02x}"
 
     def _end_span(self, ctx: Ctx) -> None:
         span = ctx.span
@@ -851,6 +850,9 @@ class ProxyService:
             span.set_status(Status(StatusCode.ERROR, ctx.error_type or ctx.status))
         if ctx.span_owned:
             span.end()
+        if ctx.span_token is not None:
+            otel_context.detach(ctx.span_token)
+            ctx.span_token = None
 
     async def close(self) -> None:
         if self._background:
