@@ -239,3 +239,40 @@ def test_admin_tokens_and_roles(cli, admin_env, key_service):
     assert revoked.exit_code == 0, revoked.output
     after = cli(["keys", "list"], env=analyst_env)
     assert after.exit_code == 1 and after.stderr.startswith("error: 401")
+
+
+def test_cache_stats_and_purge(cli, admin_env, nats_url):
+    """``llmgw cache stats|purge`` against the real bucket the proxies share (entries keyed the way
+    the proxies key them)."""
+    import asyncio
+
+    import nats
+
+    from llmgw_common import contract
+
+    project = unique("cached")
+
+    async def fill() -> None:
+        nc = await nats.connect(nats_url)
+        try:
+            js = nc.jetstream()
+            kv = await js.create_key_value(bucket=contract.KV_BUCKET_RESPONSE_CACHE, history=1, ttl=600)
+            for n in range(3):
+                await kv.put(f"{contract.response_cache_project_token(project)}.{n:064x}", b"x" * 50)
+        finally:
+            await nc.close()
+
+    asyncio.run(fill())
+    stats = as_json(cli, ["cache", "stats", "--project", project], admin_env)
+    assert stats["exists"] is True and stats["project"] == project and stats["entries"] == 3
+    table = cli(["cache", "stats"], env=admin_env)
+    assert table.exit_code == 0 and "entries" in table.stdout and contract.KV_BUCKET_RESPONSE_CACHE in table.stdout
+
+    refused = cli(["cache", "purge", "--project", project], env=admin_env, input="n\n")
+    assert refused.exit_code != 0  # asks first; "no" purges nothing
+    assert as_json(cli, ["cache", "stats", "--project", project], admin_env)["entries"] == 3
+
+    purged = cli(["cache", "purge", "--project", project, "--yes"], env=admin_env)
+    assert purged.exit_code == 0, purged.output
+    assert f"purged 3 cached answer(s) of project {project}" in purged.stdout
+    assert as_json(cli, ["cache", "stats", "--project", project], admin_env)["entries"] == 0

@@ -8,7 +8,7 @@ import httpx
 import typer
 
 from llmgw_cli import __version__
-from llmgw_cli.commands import keys, models, providers, tokens, usage
+from llmgw_cli.commands import cache, keys, models, providers, tokens, usage
 from llmgw_cli.core import App, OutputOpt, State, printer
 from llmgw_cli.output import Column, OutputFormat
 
@@ -24,6 +24,7 @@ app.add_typer(providers.app, name="providers")
 app.add_typer(models.app, name="models")
 app.add_typer(tokens.app, name="tokens")
 app.add_typer(usage.app, name="usage")
+app.add_typer(cache.app, name="cache")
 
 
 def _version(value: bool) -> None:
