@@ -205,3 +205,52 @@ async def test_key_summary_shows_period_spend_from_ledger_and_kv(client, nc):
     daily = (await client.get(f"/v1/usage/keys/{key}", params={"period": "daily"}, headers=AUTH)).json()
     assert daily["budget_period"]["period_key"] == datetime.now(UTC).strftime("d%Y%m%d")
     assert daily["budget_period"]["requests"] == 0
+
+
+async def test_release_lost_in_a_crash_is_applied_by_the_next_sync(client, nc, monkeypatch):
+    """metering dies after COMMIT, before the KV write: the batch's release lives only in memory and
+    is gone. The next sync of that entry (here the reconcile pass) releases it from the ledger."""
+    from llmgw_metering.ingest.budget import BudgetSync
+
+    key = new_key()
+    bucket = await kv(nc)
+    await reserve(bucket, key, 1.0)
+    events = events_for(key, 2, 0.25)
+    monkeypatch.setattr(BudgetSync, "note", lambda self, entries: None)  # the "crash": notes lost
+    await publish(nc, events)
+    await wait_requests(client, key, 2)
+    assert (await read(bucket, key)).reserved_usd == pytest.approx(1.0)  # nothing released yet
+    monkeypatch.undo()
+
+    await client.app.state.budget.reconcile_once()
+    state = await read(bucket, key)
+    assert state.reserved_usd == pytest.approx(0.5, abs=1e-9)
+    assert state.spend_usd == pytest.approx(float(sum(cost(e) for e in events)), abs=1e-12)
+    # and only once: syncing again (or the next batch of another key) releases nothing more
+    await client.app.state.budget.reconcile_once()
+    assert (await read(bucket, key)).reserved_usd == pytest.approx(0.5, abs=1e-9)
+    more = events_for(key, 1, 0.25)
+    await publish(nc, more)
+    await wait_requests(client, key, 3)
+
+    async def settled():
+        state = await read(bucket, key)
+        return state if state and abs(state.reserved_usd - 0.25) < 1e-9 else None
+
+    await wait_for(settled, what="the next batch's release, and only it")
+
+
+def test_next_state_watermark_rules():
+    from llmgw_metering.ingest.budget import next_state
+
+    # new entry: nothing in flight, watermark at the ledger
+    assert next_state(None, 2.0, 0.7) == BudgetState(spend_usd=2.0, reserved_usd=0.0, released_usd=0.7)
+    # release = ledger - watermark, never below zero reserved
+    state = BudgetState(spend_usd=1.0, reserved_usd=0.5, released_usd=0.2)
+    assert next_state(state, 1.5, 0.5) == BudgetState(spend_usd=1.5, reserved_usd=0.2, released_usd=0.5)
+    assert next_state(state, 1.5, 5.0).reserved_usd == 0.0
+    # idempotent: the same ledger again changes nothing
+    once = next_state(state, 1.5, 0.5)
+    assert next_state(once, 1.5, 0.5) == once
+    # a ledger below the watermark (restored backup) releases nothing and moves the watermark back
+    assert next_state(state, 1.0, 0.1) == BudgetState(spend_usd=1.0, reserved_usd=0.5, released_usd=0.1)

@@ -194,8 +194,15 @@ KV_BUCKET_BUDGET = "llmgw_budget"
 
 
 class BudgetState(msgspec.Struct, kw_only=True):
+    #: the ledger's cost of the period's stored events (set by metering from PostgreSQL)
     spend_usd: float = 0.0
+    #: estimates of requests in flight (proxies add theirs; metering takes stored events' back out)
     reserved_usd: float = 0.0
+    #: watermark: the ledger's sum of stored events' ``reserved_usd`` already taken out of
+    #: ``reserved_usd`` (set by metering). Releasing "ledger total − watermark" makes the release
+    #: idempotent: one missed after a crash is applied by the next write. Writers other than
+    #: metering must carry it over unchanged.
+    released_usd: float = 0.0
     v: int = CONTRACT_VERSION
 
 

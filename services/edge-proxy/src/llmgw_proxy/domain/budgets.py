@@ -105,7 +105,9 @@ class BudgetGuard:
                     return None
                 self._last_seen[kv_key] = state
                 self._refuse(budget, state)
-            return BudgetState(spend_usd=state.spend_usd, reserved_usd=state.reserved_usd + estimate)
+            return BudgetState(
+                spend_usd=state.spend_usd, reserved_usd=state.reserved_usd + estimate, released_usd=state.released_usd
+            )
 
         await self._cas(slot, kv_key, add)
         return Reservation(kv_key, period_key, estimate)
@@ -178,7 +180,11 @@ class BudgetGuard:
         amount = reservation.amount
 
         def take_back(state: BudgetState, fresh: bool) -> BudgetState:
-            return BudgetState(spend_usd=state.spend_usd, reserved_usd=max(0.0, state.reserved_usd - amount))
+            return BudgetState(
+                spend_usd=state.spend_usd,
+                reserved_usd=max(0.0, state.reserved_usd - amount),
+                released_usd=state.released_usd,
+            )
 
         try:
             async with slot.lock:

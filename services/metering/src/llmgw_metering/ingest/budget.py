@@ -11,11 +11,15 @@ compare-and-set on the revision it read; if anyone wrote in between, the CAS fai
 repeats. Whoever wins therefore read a DB truth at least as new as any earlier writer's, so spend
 never goes backwards and never double counts (a redelivered event adds nothing to the DB truth).
 
-``reserved_usd`` is the one incremental part: the release for a committed batch is applied once
-(CAS retried until it lands; kept in memory and retried while NATS is away) and never below 0.
-A crash between COMMIT and the KV write loses that release (reserved stays high until the period
-ends: the budget errs on the safe side). A reconcile pass re-sets spend from the DB for every
-entry whose period saw events recently, keeping ``reserved_usd`` as it is.
+``reserved_usd`` is the one incremental part, and its release is made idempotent by a watermark:
+``released_usd`` in the entry is the ledger's ``budget_spend.reserved_usd`` (the sum of the stored
+events' reservations) that has already been taken out. Every write takes out ``ledger − watermark``
+and moves the watermark to the ledger, so a release missed when metering died between COMMIT and
+the KV write is applied by the next write for that entry (the next batch of the key, or the
+reconcile pass that re-syncs every entry whose period saw events recently). An entry metering creates
+starts with the watermark at the ledger (nothing of it is in flight). An entry written by a writer
+that dropped the watermark (an older build) reads as 0 and releases the period's earlier reservations
+once — the budget errs on the open side by at most what was in flight at that moment.
 """
 
 from __future__ import annotations
@@ -79,6 +83,19 @@ async def _bounded_gather(coros, limit: int = 32) -> list:
     return await asyncio.gather(*(run(c) for c in coros))
 
 
+def next_state(state: BudgetState | None, spend: float, stored_reserved: float) -> BudgetState:
+    """The entry after a sync with the ledger (``spend``, ``stored_reserved`` = its sums for the period)."""
+    if state is None:  # nothing of what the ledger holds is in flight
+        return BudgetState(spend_usd=spend, reserved_usd=0.0, released_usd=stored_reserved)
+    # A ledger below the watermark (restored from a backup) releases nothing and moves the watermark back.
+    release = max(0.0, stored_reserved - state.released_usd)
+    return BudgetState(
+        spend_usd=spend,
+        reserved_usd=max(0.0, round(state.reserved_usd - release, 9)),
+        released_usd=stored_reserved,
+    )
+
+
 class BudgetSync:
     def __init__(
         self,
@@ -95,7 +112,8 @@ class BudgetSync:
         self._reconcile_seconds = reconcile_seconds
         self._window_seconds = window_seconds
         self._kv: KeyValue | None = None
-        self._pending: dict[tuple[str, str], float] = {}
+        #: (key_id, period_key) entries to re-sync from the ledger
+        self._pending: set[tuple[str, str]] = set()
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -121,12 +139,11 @@ class BudgetSync:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    def note(self, deltas: dict[tuple[str, str], float]) -> None:
-        """Newly committed events: (key_id, period_key) -> reserved_usd to release."""
-        if not deltas:
+    def note(self, entries) -> None:
+        """(key_id, period_key) entries whose period got newly committed events (a dict's keys do)."""
+        if not entries:
             return
-        for key, reserved in deltas.items():
-            self._pending[key] = self._pending.get(key, 0.0) + reserved
+        self._pending.update(entries)
         self._idle.clear()
         self._wake.set()
 
@@ -146,7 +163,7 @@ class BudgetSync:
             if not self._stopping:
                 await asyncio.sleep(self._min_interval)
             while self._pending:
-                batch, self._pending = self._pending, {}
+                batch, self._pending = self._pending, set()
                 try:
                     await self.apply(batch)
                     delay = 0.1
@@ -161,17 +178,17 @@ class BudgetSync:
                     delay = min(delay * 2, 5.0)
             self._idle.set()
 
-    def _merge_back(self, batch: dict[tuple[str, str], float]) -> None:
-        for key, reserved in batch.items():
-            self._pending[key] = self._pending.get(key, 0.0) + reserved
+    def _merge_back(self, batch: set[tuple[str, str]]) -> None:
+        self._pending |= batch
         self._idle.clear()
 
-    async def _truth(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], float]:
+    async def _truth(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[float, float]]:
+        """(key_id, period_key) -> (spend, reservations of the stored events), from the ledger."""
         async with self._engine.connect() as conn:
             rows = await conn.execute(
                 text(
                     """
-                    SELECT b.key_id, b.period_key, b.spend_usd
+                    SELECT b.key_id, b.period_key, b.spend_usd, b.reserved_usd
                     FROM metering.budget_spend b
                     JOIN unnest(CAST(:keys AS text[]), CAST(:periods AS text[])) AS k(key_id, period_key)
                       ON b.key_id = k.key_id AND b.period_key = k.period_key
@@ -179,32 +196,33 @@ class BudgetSync:
                 ),
                 {"keys": [k for k, _ in keys], "periods": [p for _, p in keys]},
             )
-            return {(r.key_id, r.period_key): float(r.spend_usd) for r in rows}
+            return {(r.key_id, r.period_key): (float(r.spend_usd), float(r.reserved_usd)) for r in rows}
 
-    async def apply(self, releases: dict[tuple[str, str], float]) -> None:
-        """Set spend from the ledger and take ``releases`` out of reserved, by compare-and-set."""
+    async def apply(self, entries) -> None:
+        """Set spend from the ledger and release what the ledger stored since the watermark, by
+        compare-and-set (see the module docstring)."""
         kv = self._kv
         assert kv is not None
         todo = {}
-        for (key_id, period), reserved in releases.items():
+        for key_id, period in entries:
             kv_key = budget_kv_key(key_id, period)
             if not _VALID_KEY.match(kv_key):
                 BUDGET_KV_WRITES.labels("invalid_key").inc()
                 log.warning("budget: %r is not a valid KV key; skipped", kv_key)
                 continue
-            todo[(key_id, period)] = (kv_key, reserved)
+            todo[(key_id, period)] = kv_key
         for _ in range(MAX_CAS_ATTEMPTS):
             if not todo:
                 return
             # 1) read the entries, 2) then the DB truth, 3) CAS on the revisions read in 1)
             items = list(todo.items())
-            states = await _bounded_gather(read_state(kv, kv_key) for _, (kv_key, _) in items)
+            states = await _bounded_gather(read_state(kv, kv_key) for _, kv_key in items)
             truth = await self._truth([k for k, _ in items])
 
-            async def write(k, kv_key: str, reserved: float, state: BudgetState | None, revision: int, truth=truth):
-                old_reserved = state.reserved_usd if state else 0.0
-                new = BudgetState(spend_usd=truth.get(k, 0.0), reserved_usd=max(0.0, round(old_reserved - reserved, 9)))
-                if state is not None and new.spend_usd == state.spend_usd and new.reserved_usd == state.reserved_usd:
+            async def write(k, kv_key: str, state: BudgetState | None, revision: int, truth=truth):
+                spend, stored_reserved = truth.get(k, (0.0, 0.0))
+                new = next_state(state, spend, stored_reserved)
+                if state is not None and new == state:
                     return None
                 try:
                     if revision:
@@ -218,7 +236,7 @@ class BudgetSync:
                 return None
 
             lost = await _bounded_gather(
-                write(k, kv_key, reserved, *state) for (k, (kv_key, reserved)), state in zip(items, states, strict=True)
+                write(k, kv_key, *state) for (k, kv_key), state in zip(items, states, strict=True)
             )
             todo = {k: todo[k] for k in lost if k is not None}
         raise RuntimeError(f"budget: {len(todo)} entries still conflicting after {MAX_CAS_ATTEMPTS} attempts")
@@ -235,7 +253,7 @@ class BudgetSync:
             )
             keys = [(r.key_id, r.period_key) for r in rows]
         for start in range(0, len(keys), 500):
-            await self.apply({k: 0.0 for k in keys[start : start + 500]})
+            await self.apply(keys[start : start + 500])
         return len(keys)
 
     async def _reconcile_loop(self) -> None:
