@@ -277,3 +277,27 @@ async def test_auth_verify_over_nats(client, nc):
     assert (await verify(nc, analyst["token"])).valid is False
     raw = await nc.request(contract.SUBJECT_AUTH_VERIFY, b"[]", timeout=3)
     assert contract.auth_verify_reply_decoder.decode(raw.data).valid is False
+
+
+async def test_lookup_survives_its_database_connections_being_dropped(client, nc, runtime, db):
+    """The lookup path skips the pool's pre-ping: a connection PostgreSQL dropped (a restart, a
+    failover, an idle timeout) must cost one retry on a fresh connection, not a failed lookup."""
+    from sqlalchemy import text
+
+    created = await create(client)
+    key_hash = hash_secret(created["key"])
+    assert (await lookup(nc, key_hash)).found  # the read pool now holds an open connection
+    async with db() as session:
+        killed = (
+            await session.execute(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE application_name = :name AND pid <> pg_backend_pid()"
+                ),
+                {"name": runtime.settings.service_name + "-lookup"},
+            )
+        ).scalar_one()
+    assert killed >= 1
+    runtime.cache.clear()
+    reply = await lookup(nc, key_hash)
+    assert reply.found and reply.key.id == created["id"]

@@ -24,3 +24,34 @@ def create_engine(settings: Settings, *, pool_size: int | None = None) -> AsyncE
 
 def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def create_read_engine(settings: Settings) -> AsyncEngine:
+    """The engine of the NATS lookup responder's reads (one statement each, on the proxies' cold path):
+    autocommit (no BEGIN/ROLLBACK round trips) and no pre-ping round trip per checkout — a connection
+    the server dropped fails its statement instead, is invalidated by SQLAlchemy and the caller
+    retries once on a fresh one (:func:`read_once_more`)."""
+    return create_async_engine(
+        settings.async_database_url,
+        pool_size=max(2, settings.keys_db_pool_size // 2),
+        max_overflow=5,
+        pool_pre_ping=False,
+        isolation_level="AUTOCOMMIT",
+        hide_parameters=True,
+        pool_recycle=1800,
+        connect_args={"server_settings": {"application_name": settings.service_name + "-lookup"}},
+    )
+
+
+async def read_once_more(session_factory: async_sessionmaker[AsyncSession], read):
+    """``await read(session)``; once more on a new connection if the first one turned out dead."""
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        async with session_factory() as session:
+            return await read(session)
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+    async with session_factory() as session:
+        return await read(session)

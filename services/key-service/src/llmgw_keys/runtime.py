@@ -18,7 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from llmgw_keys.crypto import build_cipher
-from llmgw_keys.db import create_engine, create_session_factory
+from llmgw_keys.db import create_engine, create_read_engine, create_session_factory
 from llmgw_keys.services.cache import LookupCache
 from llmgw_keys.services.events import EventPublisher, stage_event
 from llmgw_keys.settings import Settings
@@ -51,6 +51,9 @@ class Runtime:
         self.settings = settings
         self.engine: AsyncEngine | None = None
         self.session_factory: async_sessionmaker[AsyncSession] | None = None
+        #: autocommit sessions without pre-ping for the key-lookup responder's reads
+        self.read_engine: AsyncEngine | None = None
+        self.read_session_factory: async_sessionmaker[AsyncSession] | None = None
         self.cipher: MultiFernet | None = None
         self.nc: NATS | None = None
         self.js: JetStreamContext | None = None
@@ -72,6 +75,8 @@ class Runtime:
         self.bootstrap_token = settings.resolved_admin_token()
         self.engine = create_engine(settings)
         self.session_factory = create_session_factory(self.engine)
+        self.read_engine = create_read_engine(settings)
+        self.read_session_factory = create_session_factory(self.read_engine)
         self.publisher = EventPublisher(self.session_factory, self.apply_change)
 
         self.nc = await connect(
@@ -111,6 +116,8 @@ class Runtime:
                 await self.nc.close()
         if self.engine is not None:
             await self.engine.dispose()
+        if self.read_engine is not None:
+            await self.read_engine.dispose()
 
     async def _on_reconnect(self) -> None:
         # Events published while we were away were not delivered to our core subscription.

@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 from llmgw_common import contract
 from llmgw_common.contract import hash_secret
-from sqlalchemy import and_, or_, select, tuple_
+from sqlalchemy import and_, bindparam, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from llmgw_keys.errors import Conflict, Invalid, NotFound
@@ -362,19 +362,24 @@ async def expire_due(tx: Tx) -> list[str]:
 
 
 # --- lookup --------------------------------------------------------------------------------------
+# Built once: the lookup responder runs these on every cold key lookup (building the statement
+# per call cost about as much as executing it).
+_BY_HASH = select(VirtualKey).where(VirtualKey.key_hash == bindparam("key_hash"))
+_BY_PREVIOUS_HASH = (
+    select(PreviousKeyHash, VirtualKey)
+    .join(VirtualKey, VirtualKey.id == PreviousKeyHash.key_id)
+    .where(PreviousKeyHash.key_hash == bindparam("key_hash"))
+)
+
+
 async def find_by_hash(session: AsyncSession, key_hash: str) -> tuple[VirtualKey, datetime | None] | None:
     """The key a secret hash belongs to, with ``grace_until`` when it is a rotated-away secret
     still inside its grace period. ``None``: unknown (or rotated away and past its grace)."""
-    row = (await session.execute(select(VirtualKey).where(VirtualKey.key_hash == key_hash))).scalar_one_or_none()
+    params = {"key_hash": key_hash}
+    row = (await session.execute(_BY_HASH, params)).scalar_one_or_none()
     if row is not None:
         return row, None
-    found = (
-        await session.execute(
-            select(PreviousKeyHash, VirtualKey)
-            .join(VirtualKey, VirtualKey.id == PreviousKeyHash.key_id)
-            .where(PreviousKeyHash.key_hash == key_hash)
-        )
-    ).first()
+    found = (await session.execute(_BY_PREVIOUS_HASH, params)).first()
     if found is None:
         return None
     previous, row = found

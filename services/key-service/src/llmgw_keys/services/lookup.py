@@ -22,6 +22,7 @@ from llmgw_common.telemetry import extract_context, messaging_attributes
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
+from llmgw_keys.db import read_once_more
 from llmgw_keys.metrics import AUTH_VERIFY, LOOKUP_SECONDS, LOOKUPS
 from llmgw_keys.models import RouteTable
 from llmgw_keys.runtime import Runtime
@@ -161,8 +162,7 @@ class Responder:
 
     async def _resolve(self, key_hash: str) -> bytes:
         generation = self.cache.generation
-        async with self.runtime.session_factory() as session:
-            found = await keys.find_by_hash(session, key_hash)
+        found = await read_once_more(self.runtime.read_session_factory, lambda s: keys.find_by_hash(s, key_hash))
         if found is None:
             self.cache.put(key_hash, NOT_FOUND, generation)
             return NOT_FOUND
@@ -242,8 +242,7 @@ class Responder:
             return contract.AuthVerifyReply(valid=False)
         if self._bootstrap_hash and hmac.compare_digest(token_hash.encode(), self._bootstrap_hash.encode()):
             return contract.AuthVerifyReply(valid=True, role="admin", token_id="bootstrap")
-        async with self.runtime.session_factory() as session:
-            row = await admin_tokens.find_active(session, token_hash)
+        row = await read_once_more(self.runtime.read_session_factory, lambda s: admin_tokens.find_active(s, token_hash))
         if row is None:
             return contract.AuthVerifyReply(valid=False)
         return contract.AuthVerifyReply(valid=True, role=row.role, token_id=row.id)
