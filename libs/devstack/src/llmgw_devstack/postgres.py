@@ -11,7 +11,8 @@ import signal
 import subprocess
 from pathlib import Path
 
-from llmgw_devstack.ports import free_port, parent_death_hook, wait_for_port
+from llmgw_devstack.ports import parent_death_hook, wait_for_port
+from llmgw_devstack.server import EmbeddedServer
 
 SYSTEM_USER = "pgserver"
 
@@ -50,15 +51,14 @@ def _prepare_for_unprivileged_user(data_dir: Path, bin_dir: Path) -> str | None:
     return pwd.getpwnam(SYSTEM_USER).pw_name
 
 
-class EmbeddedPostgres:
+class EmbeddedPostgres(EmbeddedServer):
+    stop_signal = signal.SIGINT  # fast shutdown: in-flight transactions roll back, committed data is safe
+    start_timeout = 30.0
+    stop_timeout = 15.0
+    kill_group = True  # the postmaster and its backends
+
     def __init__(self, data_dir: Path, port: int | None = None, host: str = "127.0.0.1", log_file: Path | None = None):
-        self.data_dir = Path(data_dir).absolute()
-        self.host = host
-        self.port = port or free_port(host)
-        #: a port we picked ourselves may be taken by someone else before the server binds it
-        self._port_is_ours = port is None
-        self.log_file = log_file
-        self.process: subprocess.Popen | None = None
+        super().__init__(Path(data_dir).absolute(), port, host, log_file)
         self.bin_dir = postgres_bin_dir()
         self._user: str | None = None
 
@@ -68,9 +68,6 @@ class EmbeddedPostgres:
 
     def url_for(self, database: str) -> str:
         return f"postgresql://postgres@{self.host}:{self.port}/{database}"
-
-    def is_running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
 
     def _initdb(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -85,17 +82,8 @@ class EmbeddedPostgres:
         if result.returncode != 0:
             raise RuntimeError(f"initdb failed: {result.stderr.decode(errors='replace').strip()}")
 
-    def start(self, timeout: float = 30) -> None:
-        for attempt in range(3):
-            try:
-                self._start(timeout)
-                self._port_is_ours = False  # clients know this port now: restarts keep it
-                return
-            except RuntimeError as error:
-                # Lost a race for a port we picked ourselves: take another (never for a fixed port).
-                if "initdb" in str(error) or not self._port_is_ours or attempt == 2:
-                    raise
-                self.port = free_port(self.host)
+    def _may_retry(self, error: RuntimeError) -> bool:
+        return "initdb" not in str(error) and super()._may_retry(error)
 
     def _start(self, timeout: float) -> None:
         self._initdb()
@@ -152,23 +140,3 @@ class EmbeddedPostgres:
         if not exists.strip():
             self.psql(f'CREATE DATABASE "{name}"')
         return self.url_for(name)
-
-    def stop(self, timeout: float = 15) -> None:
-        """Fast shutdown: in-flight transactions roll back, committed data is safe."""
-        if not self.is_running():
-            return
-        self.process.send_signal(signal.SIGINT)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-    def kill(self) -> None:
-        if self.is_running():
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
