@@ -7,8 +7,8 @@ import asyncio
 import logging
 import sys
 
-from llmgw_common.logging import configure_logging, uvicorn_log_config
-from llmgw_common.metrics import prepare_multiprocess
+from llmgw_common.logging import configure_logging
+from llmgw_common.serving import serve
 
 from llmgw_keys.settings import Settings
 
@@ -28,8 +28,6 @@ def cmd_migrate(settings: Settings) -> int:
 
 
 def cmd_serve(settings: Settings) -> int:
-    import uvicorn
-
     # Resolve the dev-only generated secrets once, here, before any worker starts: workers
     # creating the same state-dir file at once would race.
     from llmgw_keys.crypto import EncryptionKeyError, build_cipher
@@ -52,20 +50,8 @@ def cmd_serve(settings: Settings) -> int:
         from llmgw_keys.migrate import migrate
 
         asyncio.run(migrate(settings))
-    # Several workers share the port: prometheus-client's multiprocess mode sums them per scrape.
-    prepare_multiprocess(settings.keys_workers, settings.state_dir, "key-service")
-    uvicorn.run(
-        "llmgw_keys.app:create_app",
-        factory=True,
-        host=settings.bind_host,
-        port=settings.keys_port,
-        workers=settings.keys_workers,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        log_level=settings.log_level.lower(),
-        log_config=uvicorn_log_config(settings.service_name, level=settings.log_level),
-    )
+    serve("llmgw_keys.app:create_app", settings, service="key-service", port=settings.keys_port,
+          workers=settings.keys_workers)
     return 0
 
 

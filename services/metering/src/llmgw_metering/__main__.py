@@ -7,8 +7,8 @@ import asyncio
 import json
 import sys
 
-from llmgw_common.logging import configure_logging, uvicorn_log_config
-from llmgw_common.metrics import prepare_multiprocess
+from llmgw_common.logging import configure_logging
+from llmgw_common.serving import serve
 from llmgw_metering.settings import Settings
 
 
@@ -53,28 +53,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     if args.command == "serve":
-        import uvicorn
-
         if settings.auto_migrate:
             from llmgw_metering.migrate import run_migrations
 
             # In the parent, before uvicorn forks workers: idempotent and advisory-locked.
             asyncio.run(run_migrations(settings))
-        # Several workers share the port: prometheus-client's multiprocess mode sums them per scrape.
-        prepare_multiprocess(settings.metering_workers, settings.state_dir, "metering")
-        uvicorn.run(
-            "llmgw_metering.app:create_app",
-            factory=True,
-            host=settings.bind_host,
-            port=settings.metering_port,
-            workers=settings.metering_workers,
-            loop="uvloop",
-            http="httptools",
-            access_log=False,
-            log_level=settings.log_level.lower(),
-            log_config=uvicorn_log_config(settings.service_name, level=settings.log_level),
-            timeout_graceful_shutdown=30,
-        )
+        serve("llmgw_metering.app:create_app", settings, service="metering", port=settings.metering_port,
+              workers=settings.metering_workers, timeout_graceful_shutdown=30)
         return 0
     return 2
 
