@@ -7,9 +7,6 @@ with the bootstrap token so they reach the handlers. Bounded: a few dozen exampl
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 
 import httpx
@@ -17,8 +14,7 @@ import pytest
 import schemathesis
 from conftest import ADMIN_TOKEN, ENV_OPENAI_KEY, auth
 from cryptography.fernet import Fernet
-from hypothesis import HealthCheck, Phase, given, settings
-from hypothesis.errors import Unsatisfiable
+from llmgw_devstack.fuzzing import fuzz_operation, served
 from llmgw_devstack.ports import free_port
 from schemathesis import GenerationMode
 
@@ -29,45 +25,20 @@ MAX_EXAMPLES = {GenerationMode.POSITIVE: 10, GenerationMode.NEGATIVE: 5}
 def server(make_database, nats_url, tmp_path_factory, secret_registry):
     database_url = make_database("fuzz")
     port = free_port()
-    state = tmp_path_factory.mktemp("fuzz-state")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LLMGW_")}
-    env.update(
+    env = dict(
         LLMGW_DATABASE_URL=database_url,
         LLMGW_NATS_URL=nats_url,
         LLMGW_KEYS_PORT=str(port),
         LLMGW_ADMIN_TOKEN=ADMIN_TOKEN,
         LLMGW_ENCRYPTION_KEY=Fernet.generate_key().decode(),
-        LLMGW_STATE_DIR=str(state),
         LLMGW_OPENAI_API_KEY=ENV_OPENAI_KEY,
         LLMGW_LOG_LEVEL="WARNING",
     )
-    log_path = state / "server.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "llmgw_keys", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-    base = f"http://127.0.0.1:{port}"
-    started = time.monotonic()
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise AssertionError(f"server did not start:\n{log_path.read_text()[-3000:]}")
-        time.sleep(0.1)
-    print(f"server ready in {time.monotonic() - started:.1f}s")
-    secret_registry.add(database_url, ADMIN_TOKEN, ENV_OPENAI_KEY)
-    yield base, database_url, log_path
-    process.terminate()
-    try:
-        process.wait(15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    state = tmp_path_factory.mktemp("fuzz-state")
+    env["LLMGW_STATE_DIR"] = str(state)
+    with served("llmgw_keys", env, port, state, health="/readyz") as (base, log_path):
+        secret_registry.add(database_url, ADMIN_TOKEN, ENV_OPENAI_KEY)
+        yield base, database_url, log_path
 
 
 def test_openapi_spec_has_no_5xx(server, secret_registry):
@@ -99,23 +70,7 @@ def test_openapi_spec_has_no_5xx(server, secret_registry):
             assert set(body) == {"error"} and {"type", "message"} <= set(body["error"]), body
 
     def fuzz(operation, mode, examples, path_parameters=None) -> None:
-        @settings(
-            max_examples=examples,
-            deadline=None,
-            database=None,
-            derandomize=True,
-            phases=[Phase.explicit, Phase.generate],
-            suppress_health_check=list(HealthCheck),
-        )
-        @given(case=operation.as_strategy(generation_mode=mode, path_parameters=path_parameters))
-        def run(case):
-            check(case, mode)
-
-        try:
-            run()
-        except Unsatisfiable:
-            # e.g. no way to violate the schema of an operation without parameters or body
-            assert mode == GenerationMode.NEGATIVE
+        fuzz_operation(operation, mode, examples, lambda case: check(case, mode), path_parameters)
 
     started = time.monotonic()
     for result in schema.get_all_operations():

@@ -7,17 +7,12 @@ operation gets schema-conforming and schema-violating requests with the bootstra
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import time
 
-import httpx
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, Phase, given, settings
-from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
+from llmgw_devstack.fuzzing import fuzz_operation, served
 from llmgw_devstack.ports import free_port
 
 ADMIN_TOKEN = "llmgw-admin-metering-fuzz-token-0123456789"
@@ -29,8 +24,7 @@ MAX_EXAMPLES = {GenerationMode.POSITIVE: EXAMPLES, GenerationMode.NEGATIVE: max(
 def server(make_database, nats_url, tmp_path_factory):
     port = free_port()
     state = tmp_path_factory.mktemp("metering-fuzz")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LLMGW_")}
-    env.update(
+    env = dict(
         LLMGW_DATABASE_URL=make_database("mfuzz"),
         LLMGW_NATS_URL=nats_url,
         LLMGW_METERING_PORT=str(port),
@@ -38,29 +32,8 @@ def server(make_database, nats_url, tmp_path_factory):
         LLMGW_STATE_DIR=str(state),
         LLMGW_LOG_LEVEL="WARNING",
     )
-    log_path = state / "server.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "llmgw_metering", "serve"], env=env, stdout=log,
-                                   stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise AssertionError(f"metering did not start:\n{log_path.read_text()[-3000:]}")
-        time.sleep(0.1)
-    yield base, log_path
-    process.terminate()
-    try:
-        process.wait(15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    with served("llmgw_metering", env, port, state) as running:
+        yield running
 
 
 def test_openapi_spec_has_no_5xx(server):
@@ -79,15 +52,6 @@ def test_openapi_spec_has_no_5xx(server):
         operation = result.ok()
         operations += 1
         for mode, examples in MAX_EXAMPLES.items():
-            @settings(max_examples=examples, deadline=None, database=None, derandomize=True,
-                      phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
-            @given(case=operation.as_strategy(generation_mode=mode))
-            def run(case):
-                check(case)
-
-            try:
-                run()
-            except Unsatisfiable:
-                assert mode == GenerationMode.NEGATIVE
+            fuzz_operation(operation, mode, examples, check)
     assert operations >= 5
     assert not failures, "\n".join(failures[:20]) + "\n--- server log ---\n" + log_path.read_text()[-3000:]
