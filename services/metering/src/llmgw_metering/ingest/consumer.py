@@ -41,7 +41,7 @@ from llmgw_common.messaging import ensure_streams
 from llmgw_common.telemetry import extract_context, messaging_attributes
 from llmgw_metering import metrics
 from llmgw_metering.ingest.budget import BudgetSync
-from llmgw_metering.ingest.natsfast import install_fast_header_parser
+from llmgw_metering.ingest.natsfast import ack_many, install_fast_header_parser, install_fast_parser
 from llmgw_metering.ingest.prepare import Prepared, prepare
 from llmgw_metering.ingest.puller import ConsumerGone, Puller
 from llmgw_metering.ingest.writer import BatchWriter, TransientDbError, WriteResult
@@ -120,6 +120,7 @@ class UsageConsumer:
     # --- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
         install_fast_header_parser(self._nc)
+        await install_fast_parser(self._nc)
         await ensure_streams(self._js, STREAM_USAGE, STREAM_DEAD_LETTER)
         await self._ensure_consumer()
         self._puller = Puller(self._nc, STREAM_USAGE, CONSUMER_METERING)
@@ -346,9 +347,14 @@ class UsageConsumer:
         dead_ok = await self._dead_letter(prepared.msgs, dead) if dead else set()
 
         msgs = prepared.msgs
-        for index, msg in enumerate(msgs):
-            if index in dead:
-                continue
+        if dead:
+            msgs = [msg for index, msg in enumerate(msgs) if index not in dead]
+        try:
+            rest = await ack_many(self._nc, msgs)  # one write for the whole batch
+        except Exception as exc:  # noqa: BLE001
+            log.debug("bulk ack failed (%s); acking one by one", exc)
+            rest = [msg for msg in msgs if not msg._ackd]
+        for msg in rest:
             try:
                 await msg.ack()
             except Exception as exc:  # noqa: BLE001 - redelivered later, deduplicated by the ledger

@@ -21,6 +21,8 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from llmgw_metering.ingest.natsfast import install_fast_inbox, uninstall_fast_inbox
+
 log = logging.getLogger(__name__)
 
 _END_STATUSES = {"404", "408", "409"}
@@ -43,16 +45,22 @@ class Puller:
         self._inbox = ""
         self._sub: Subscription | None = None
         self._expires = 0.0
+        self.fast = False
 
     async def start(self) -> None:
         self._inbox = self._nc.new_inbox()
         self._sub = await self._nc.subscribe(
             self._inbox, cb=self._on_message, pending_msgs_limit=1_000_000, pending_bytes_limit=1 << 30
         )
+        #: delivered straight from the read loop (natsfast), else through the callback above
+        self.fast = await install_fast_inbox(self._nc, self._sub, self._deliver)
 
     async def _on_message(self, msg: Msg) -> None:
-        headers = msg.headers
-        if headers and not msg.data and "Status" in headers:
+        self._deliver(msg)
+
+    def _deliver(self, msg: Msg) -> None:
+        headers = msg.headers if not msg.data else None  # a status message has no payload
+        if headers and "Status" in headers:
             status = headers.get("Status", "")
             if status in _END_STATUSES or status.startswith("5"):
                 description = headers.get("Description", "")
@@ -124,6 +132,7 @@ class Puller:
             except TimeoutError:
                 pass
         if self._sub is not None:
+            uninstall_fast_inbox(self._nc, self._sub)
             try:
                 await self._sub.unsubscribe()
             except Exception:  # noqa: BLE001 - connection already closed
