@@ -296,3 +296,41 @@ async def test_rollups_match_raw_events(client, nc, settings):
     finally:
         await engine.dispose()
     assert tuple(raw) == tuple(hourly) == tuple(daily)
+
+
+async def test_batch_mixing_stored_and_new_events_takes_the_conflict_path_exactly(migrated):
+    """The writer's fast statement assumes an all-new batch; one stored event in it must send the
+    whole batch through ON CONFLICT DO NOTHING: new events stored once, the stored one not again,
+    rollups counting each event exactly once."""
+    from llmgw_common.pricing import Pricer
+    from llmgw_metering.db import create_engine
+    from llmgw_metering.ingest.prepare import prepare
+    from llmgw_metering.ingest.writer import BatchWriter
+    from llmgw_common.contract import encode
+
+    class FakeMsg:
+        def __init__(self, data: bytes) -> None:
+            self.data, self.subject, self.headers = data, "llmgw.v1.usage.openai", None
+
+    key = new_key()
+    first, second, third = (event(key_id=key, prompt_tokens=100 * (i + 1)) for i in range(3))
+    engine = create_engine(migrated, pool_size=1)
+    writer = BatchWriter(engine, set())
+    try:
+        def rows(*events):
+            prepared = prepare([FakeMsg(encode(e)) for e in events], Pricer(), retention_days=400, max_future_seconds=3600)
+            return prepared.rows, prepared.months
+
+        assert (await writer.write(*rows(first))).inserted == 1  # fast path
+        result = await writer.write(*rows(first, second, third))  # `first` again: conflict path
+        assert result.inserted == 2 and not result.rejected  # not isolated as a poison row
+        async with engine.connect() as conn:
+            events = (await conn.execute(text("SELECT count(*) FROM metering.usage_events WHERE key_id = :k"), {"k": key})).scalar()
+            hourly = (await conn.execute(
+                text("SELECT sum(requests), sum(prompt_tokens) FROM metering.usage_hourly WHERE key_id = :k"), {"k": key}
+            )).one()
+        assert events == 3
+        assert tuple(hourly) == (3, 600)
+    finally:
+        await writer.release()
+        await engine.dispose()
