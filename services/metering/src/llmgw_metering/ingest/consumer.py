@@ -37,6 +37,7 @@ from llmgw_common.contract import (
     SUBJECT_USAGE_DEAD_LETTER,
     SUBJECT_USAGE_WILDCARD,
 )
+from llmgw_common import pricing
 from llmgw_common.messaging import ensure_streams
 from llmgw_common.telemetry import extract_context, messaging_attributes
 from llmgw_metering import metrics
@@ -119,6 +120,8 @@ class UsageConsumer:
 
     # --- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
+        # the price data loads once here, not inside the first batch (in a thread: the loop keeps serving)
+        await asyncio.to_thread(pricing.preload)
         install_fast_header_parser(self._nc)
         await install_fast_parser(self._nc)
         await ensure_streams(self._js, STREAM_USAGE, STREAM_DEAD_LETTER)

@@ -341,6 +341,8 @@ async def ack_many(nc, msgs) -> list:
 _AWAITING_CONTROL_LINE = _nats_parser.AWAITING_CONTROL_LINE
 _AWAITING_MSG_PAYLOAD = _nats_parser.AWAITING_MSG_PAYLOAD
 _CRLF_SIZE = 2
+#: whitespace other than the single spaces between fields (the regex's \s would split on it too)
+_OTHER_WHITESPACE = re.compile(rb"[\t\n\x0b\x0c\r]")
 
 
 class FastParser(_nats_parser.Parser):
@@ -348,83 +350,93 @@ class FastParser(_nats_parser.Parser):
         buf = self.buf
         buf.extend(data)
         nc = self.nc
-        while buf:
-            if self.state == _AWAITING_CONTROL_LINE:
-                end = buf.find(b"\r\n", 0, 1024)
-                if end < 0:
-                    break_to_library = True
+        # Consumed bytes are cut off the buffer once per call (``pos``), not once per message: a
+        # read brings ~100 messages, and every cut moves the rest of the buffer.
+        pos = 0
+        size = len(buf)
+        try:
+            while pos < size:
+                if self.state == _AWAITING_CONTROL_LINE:
+                    end = buf.find(b"\r\n", pos, pos + 1024)
+                    to_library = True
+                    if end >= 0:
+                        line = bytes(buf[pos:end])
+                        parts = line.split(b" ")
+                        n = len(parts)
+                        op = parts[0]
+                        # exactly single-space separated, nothing else (what nats-server sends)
+                        plain = b"" not in parts and _OTHER_WHITESPACE.search(line) is None
+                        if op == b"HMSG" and (n == 5 or n == 6) and plain:
+                            hsize, total = parts[-2], parts[-1]
+                            if hsize.isdigit() and total.isdigit():
+                                to_library = False
+                                try:
+                                    sid = int(parts[2])
+                                    needed = int(total)
+                                    header_needed = int(hsize)
+                                except Exception:
+                                    raise _nats_parser.ProtocolError("nats: malformed MSG") from None
+                                reply = parts[3] if n == 6 else b""
+                        elif op == b"MSG" and (n == 4 or n == 5) and plain:
+                            total = parts[-1]
+                            if total.isdigit():
+                                to_library = False
+                                try:
+                                    sid = int(parts[2])
+                                    needed = int(total)
+                                except Exception:
+                                    raise _nats_parser.ProtocolError("nats: malformed MSG") from None
+                                header_needed = 0
+                                reply = parts[3] if n == 5 else b""
+                    if to_library:
+                        del buf[:pos]
+                        pos = size = 0
+                        await super().parse()
+                        return
+                    subject = parts[1]
+                    start = end + _CRLF_SIZE
+                    if size < start + needed + _CRLF_SIZE:
+                        # the payload is not all here yet: the library's state for it
+                        msg_arg = self.msg_arg
+                        msg_arg["subject"] = subject
+                        msg_arg["sid"] = sid
+                        msg_arg["reply"] = reply
+                        self.needed = needed
+                        self.header_needed = header_needed
+                        pos = start
+                        self.state = _AWAITING_MSG_PAYLOAD
+                        break
+                    if header_needed > 0:
+                        hdr = bytes(buf[start : start + header_needed])
+                        payload = bytes(buf[start + header_needed : start + needed])
+                    else:
+                        hdr = None
+                        payload = bytes(buf[start : start + needed])
+                    pos = start + needed + _CRLF_SIZE
+                    await nc._process_msg(sid, subject, reply, payload, hdr)
+                    if self.buf is not buf:  # reset (reconnect) meanwhile
+                        return
                 else:
-                    line = bytes(buf[:end])
-                    parts = line.split(b" ")
-                    n = len(parts)
-                    op = parts[0]
-                    break_to_library = True
-                    if op == b"HMSG" and (n == 5 or n == 6) and parts == line.split():
-                        hsize, total = parts[-2], parts[-1]
-                        if hsize.isdigit() and total.isdigit():
-                            break_to_library = False
-                            try:
-                                sid = int(parts[2])
-                                needed = int(total)
-                                header_needed = int(hsize)
-                            except Exception:
-                                raise _nats_parser.ProtocolError("nats: malformed MSG") from None
-                            reply = parts[3] if n == 6 else b""
-                    elif op == b"MSG" and (n == 4 or n == 5) and parts == line.split():
-                        total = parts[-1]
-                        if total.isdigit():
-                            break_to_library = False
-                            try:
-                                sid = int(parts[2])
-                                needed = int(total)
-                            except Exception:
-                                raise _nats_parser.ProtocolError("nats: malformed MSG") from None
-                            header_needed = 0
-                            reply = parts[3] if n == 5 else b""
-                if break_to_library:
-                    await super().parse()
-                    return
-                subject = parts[1]
-                start = end + _CRLF_SIZE
-                if len(buf) < start + needed + _CRLF_SIZE:
-                    # the payload is not all here yet: the library's state for it
+                    needed = self.needed
+                    if size - pos < needed + _CRLF_SIZE:
+                        break
                     msg_arg = self.msg_arg
-                    msg_arg["subject"] = subject
-                    msg_arg["sid"] = sid
-                    msg_arg["reply"] = reply
-                    self.needed = needed
-                    self.header_needed = header_needed
-                    del buf[:start]
-                    self.state = _AWAITING_MSG_PAYLOAD
-                    break
-                if header_needed > 0:
-                    hdr = bytes(buf[start : start + header_needed])
-                    payload = bytes(buf[start + header_needed : start + needed])
-                else:
-                    hdr = None
-                    payload = bytes(buf[start : start + needed])
-                del buf[: start + needed + _CRLF_SIZE]
-                await nc._process_msg(sid, subject, reply, payload, hdr)
-                if self.buf is not buf:  # reset (reconnect) meanwhile
-                    return
-            else:
-                needed = self.needed
-                if len(buf) < needed + _CRLF_SIZE:
-                    break
-                msg_arg = self.msg_arg
-                header_needed = self.header_needed
-                if header_needed > 0:
-                    hdr = bytes(buf[:header_needed])
-                    payload = bytes(buf[header_needed:needed])
-                    self.header_needed = 0
-                else:
-                    hdr = None
-                    payload = bytes(buf[:needed])
-                del buf[: needed + _CRLF_SIZE]
-                self.state = _AWAITING_CONTROL_LINE
-                await nc._process_msg(msg_arg["sid"], msg_arg["subject"], msg_arg["reply"], payload, hdr)
-                if self.buf is not buf:
-                    return
+                    header_needed = self.header_needed
+                    if header_needed > 0:
+                        hdr = bytes(buf[pos : pos + header_needed])
+                        payload = bytes(buf[pos + header_needed : pos + needed])
+                        self.header_needed = 0
+                    else:
+                        hdr = None
+                        payload = bytes(buf[pos : pos + needed])
+                    pos += needed + _CRLF_SIZE
+                    self.state = _AWAITING_CONTROL_LINE
+                    await nc._process_msg(msg_arg["sid"], msg_arg["subject"], msg_arg["reply"], payload, hdr)
+                    if self.buf is not buf:
+                        return
+        finally:
+            if pos and self.buf is buf:
+                del buf[:pos]
 
 
 class _RecordingClient:
