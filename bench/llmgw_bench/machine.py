@@ -89,3 +89,16 @@ def busy_cpus(seconds: float = 2.0) -> float:
     if total1 == total0:
         return 0.0
     return (1 - (idle1 - idle0) / (total1 - total0)) * (os.cpu_count() or 1)
+
+
+def wait_quiet(max_busy: float = 0.15, window: float = 1.0, timeout: float = 30.0) -> float:
+    """Waits (up to ``timeout``) until the processes stopped by the previous phase are really gone
+    and the machine is quiet: less than ``max_busy`` CPUs busy over a ``window``. Returns the last
+    reading (the phase that follows reports it)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    busy = busy_cpus(window)
+    while busy > max_busy and time.monotonic() < deadline:
+        busy = busy_cpus(window)
+    return busy

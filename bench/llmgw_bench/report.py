@@ -155,8 +155,11 @@ def other_table(results: dict) -> Table:
     rows = []
     metering = results.get("metering") or {}
     if metering.get("events_per_s") is not None:
-        rows.append(["metering ingest (JetStream backlog → PostgreSQL)",
-                     f"{metering['events_per_s']:,.0f} events/s", f"{metering.get('events', 0):,} events"])
+        runs = metering.get("runs") or []
+        detail = f"{metering.get('events', 0):,} events"
+        if len(runs) > 1:
+            detail += f"; median of {len(runs)} runs: " + ", ".join(f"{r:,.0f}" for r in runs)
+        rows.append(["metering ingest (JetStream backlog → PostgreSQL)", f"{metering['events_per_s']:,.0f} events/s", detail])
     else:
         rows.append(["metering ingest", f"not available: {metering.get('unavailable', 'not run')}", ""])
     keys = results.get("keys") or {}
@@ -330,7 +333,8 @@ def _setup_section(results: dict) -> list[str]:
         " of the proxy process (and its children) from `/proc/<pid>/stat` over the measured window, per 1,000 requests;"
         " **peak RSS** = `VmHWM` from `/proc/<pid>/status` at the end of the column's scenarios.",
         "- **metering ingest**: `services/metering/bench/ingest_bench.py --events N` (fills a JetStream backlog, then"
-        " times metering draining it into PostgreSQL, end to end).",
+        " times metering draining it into PostgreSQL, end to end), three times, first, on a quiet machine; the figure is"
+        " the median (this VM's speed varies by up to 25% between 10 s runs of the same code).",
         "- **revocation**: keys created and cached on every proxy replica; per key, `DELETE /v1/keys/{id}` on key-service,"
         " then every replica polled back to back until it answers 401; time from the DELETE returning to the last 401.",
         "- **key lookup**: per new key, the first proxy request (cache miss → NATS request/reply to key-service) vs. the"
