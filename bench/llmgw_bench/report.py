@@ -335,6 +335,9 @@ def _setup_section(results: dict) -> list[str]:
         "- **metering ingest**: `services/metering/bench/ingest_bench.py --events N` (fills a JetStream backlog, then"
         " times metering draining it into PostgreSQL, end to end), three times, first, on a quiet machine; the figure is"
         " the median (this VM's speed varies by up to 25% between 10 s runs of the same code).",
+        "- **run-to-run variation**: on this shared VM a figure close to its target can land on either side of it from"
+        " one `make bench` to the next (same commit, e.g. streaming TTFB added 0.6–2.0 ms and metering 17.9k–20.6k"
+        " events/s over one afternoon's runs); compare figures from one run, and re-run before reading a verdict.",
         "- **revocation**: keys created and cached on every proxy replica; per key, `DELETE /v1/keys/{id}` on key-service,"
         " then every replica polled back to back until it answers 401; time from the DELETE returning to the last 401.",
         "- **key lookup**: per new key, the first proxy request (cache miss → NATS request/reply to key-service) vs. the"
