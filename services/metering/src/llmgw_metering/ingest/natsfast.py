@@ -474,6 +474,7 @@ _PROTOCOL_CORPUS = b"".join(
         _hmsg("HMSG _INBOX.x 3", b"NATS/1.0 408 Request Timeout\r\n\r\n", b""),
         b"+OK\r\n",
         b"MSG  a.b   1 3\r\nabc\r\n",
+        b"MSG a.b\x0b1 r 3\r\nabc\r\n",
         _hmsg("HMSG a 7", b"NATS/1.0\r\nK: v\r\n\r\n", b"x y", sep="\t"),
         b"PONG\r\n",
         _hmsg("HMSG _INBOX.y 4 $JS.ACK.S.C.1.2.3.4.0", b"NATS/1.0 100 Idle Heartbeat\r\n\r\n", b""),
