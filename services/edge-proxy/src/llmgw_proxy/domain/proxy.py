@@ -115,7 +115,7 @@ class Ctx:
         "inc", "endpoint", "path", "dialect", "t0", "ts", "entry", "body", "model", "stream", "inject", "max_tokens",
         "admission", "reservation", "attempts", "candidate", "up_start", "up_headers", "up_end", "first_byte",
         "t_end", "status", "status_code", "error_type", "client_gone", "done", "sse", "tokens", "streamed",
-        "watcher", "forwarded", "overhead", "span", "span_owned", "span_token", "traceparent", "route", "parsed", "prepared", "cache",
+        "watcher", "forwarded", "overhead", "span", "span_token", "traceparent", "route", "parsed", "prepared", "cache",
     )
 
     def __init__(self, inc: Incoming, endpoint: Endpoint | None, dialect: str) -> None:
@@ -153,9 +153,8 @@ class Ctx:
         self.watcher: asyncio.TimerHandle | asyncio.Task | None = None
         self.forwarded = False
         self.overhead: float | None = None
-        #: the request's server span (tracing on); span_owned: started here, not by the ASGI middleware
+        #: the request's server span (tracing on)
         self.span = None
-        self.span_owned = False
         #: the span made current for this request's task (key lookups open their spans under it)
         self.span_token = None
         self.traceparent: str | None = inc.traceparent
@@ -827,7 +826,6 @@ class ProxyService:
         parent = propagate.extract({"traceparent": inc.traceparent}) if inc.traceparent else None
         route = ctx.path if ctx.endpoint is not None else (ctx.route if ctx.route.startswith("/v1/") else "/v1/*")
         span = self.tracer.start_span(f"{inc.method} {route}", context=parent, kind=trace.SpanKind.SERVER)
-        ctx.span_owned = True
         ctx.span = span
         if span.is_recording():
             observability.server_span_attributes(span, inc, route)
@@ -838,18 +836,18 @@ class ProxyService:
 
     def _end_span(self, ctx: Ctx) -> None:
         span = ctx.span
-        if ctx.entry is not None:
-            span.set_attribute("llmgw.key_id", ctx.entry.record.id)
-        if ctx.model:
-            span.set_attribute("llmgw.model", ctx.model)
-        span.set_attribute("http.response.status_code", ctx.status_code)
-        span.set_attribute("llmgw.attempts", ctx.attempts)
-        if ctx.candidate is not None:
-            span.set_attribute("llmgw.deployment", ctx.candidate.name)
-        if ctx.status != "ok":
-            span.set_status(Status(StatusCode.ERROR, ctx.error_type or ctx.status))
-        if ctx.span_owned:
-            span.end()
+        if span.is_recording():  # head sampling drops most requests: nothing to write on those
+            if ctx.entry is not None:
+                span.set_attribute("llmgw.key_id", ctx.entry.record.id)
+            if ctx.model:
+                span.set_attribute("llmgw.model", ctx.model)
+            span.set_attribute("http.response.status_code", ctx.status_code)
+            span.set_attribute("llmgw.attempts", ctx.attempts)
+            if ctx.candidate is not None:
+                span.set_attribute("llmgw.deployment", ctx.candidate.name)
+            if ctx.status != "ok":
+                span.set_status(Status(StatusCode.ERROR, ctx.error_type or ctx.status))
+        span.end()
         if ctx.span_token is not None:
             otel_context.detach(ctx.span_token)
             ctx.span_token = None
