@@ -215,6 +215,13 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
+def _dumps(entry: dict[str, Any]) -> str:
+    try:
+        return _encode(entry).decode()
+    except (TypeError, ValueError, OverflowError):  # something msgspec cannot encode: the slow way
+        return json.dumps(entry, default=_json_default, ensure_ascii=False, separators=(",", ":"))
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line (see the module docstring for the fields)."""
 
@@ -222,14 +229,11 @@ class JsonFormatter(logging.Formatter):
         super().__init__()
         self.service = service
 
+    def _entry(self, created: float, levelname: str, logger: str, message: str) -> dict[str, Any]:
+        return {"ts": _timestamp(created), "level": levelname, "logger": logger, "message": message, "service": self.service}
+
     def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "ts": _timestamp(record.created),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-            "service": self.service,
-        }
+        entry = self._entry(record.created, record.levelname, record.name, record.getMessage())
         extra = record.__dict__
         fields = extra.get("llmgw_fields")
         if fields is not None:  # a producer's pre-built fields (one attribute instead of many)
@@ -248,10 +252,7 @@ class JsonFormatter(logging.Formatter):
             entry["exc"] = record.exc_text
         if record.stack_info:
             entry["stack"] = record.stack_info
-        try:
-            line = _encode(entry).decode()
-        except (TypeError, ValueError, OverflowError):  # something msgspec cannot encode: the slow way
-            line = json.dumps(entry, default=_json_default, ensure_ascii=False, separators=(",", ":"))
+        line = _dumps(entry)
         # The whole line in one pass (message, extra fields, traceback), unless the producer
         # already masked every value that could carry one (``llmgw_sanitized``, the proxy's
         # request line: a hot path).
@@ -259,15 +260,9 @@ class JsonFormatter(logging.Formatter):
 
     def format_fields(self, created: float, levelname: str, logger: str, message: str, fields: dict) -> str:
         """The line :meth:`format` makes for a record carrying already-masked ``llmgw_fields``."""
-        entry: dict[str, Any] = {
-            "ts": _timestamp(created), "level": levelname, "logger": logger, "message": message,
-            "service": self.service,
-        }
+        entry = self._entry(created, levelname, logger, message)
         entry.update(fields)
-        try:
-            return _encode(entry).decode()
-        except (TypeError, ValueError, OverflowError):
-            return json.dumps(entry, default=_json_default, ensure_ascii=False, separators=(",", ":"))
+        return _dumps(entry)
 
 
 class TextFormatter(logging.Formatter):
