@@ -1,7 +1,7 @@
 """Tracing and the per-request log line of the proxy (see docs/observability.md).
 
 Tracing (only when an exporter is configured, ``ProxyService.tracer`` set): ``ProxyService`` opens
-the SERVER span of every ``/v1/*`` request itself (a generic ASGI middleware cost ~10 % of the
+the SERVER span of every ``/v1/*`` request itself (a generic ASGI middleware took ~25 % of the
 proxy's CPU, mostly on requests head sampling then dropped); its HTTP attributes are written only
 when the span is recorded. Under it the proxy opens:
 
