@@ -189,6 +189,6 @@ def _warm_pricing() -> None:
     try:
         from llmgw_common import pricing
 
-        pricing.price("openai", "gpt-4o-mini", prompt_tokens=1, completion_tokens=1)
+        pricing.preload()
     except Exception:  # noqa: BLE001 - a warm-up only; the request path handles pricing errors
         log.debug("price table warm-up failed", exc_info=True)

@@ -7,19 +7,22 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from llmgw_keys.settings import Settings
 
 
-def create_engine(settings: Settings, *, pool_size: int | None = None) -> AsyncEngine:
+def create_engine(settings: Settings, *, pool_size: int | None = None, role: str = "", **options) -> AsyncEngine:
+    """The service's engine; ``role`` names its connections in ``pg_stat_activity``
+    (``<service>-<role>``), ``options`` override the pool defaults below."""
     if not settings.database_url:
         raise RuntimeError("LLMGW_DATABASE_URL is not set")
-    return create_async_engine(
-        settings.async_database_url,
+    application_name = f"{settings.service_name}-{role}" if role else settings.service_name
+    defaults = dict(
         pool_size=pool_size or settings.keys_db_pool_size,
         max_overflow=5,
         pool_pre_ping=True,
         # SQL parameters never reach logs or exception texts.
         hide_parameters=True,
         pool_recycle=1800,
-        connect_args={"server_settings": {"application_name": settings.service_name}},
+        connect_args={"server_settings": {"application_name": application_name}},
     )
+    return create_async_engine(settings.async_database_url, **{**defaults, **options})
 
 
 def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
@@ -31,15 +34,12 @@ def create_read_engine(settings: Settings) -> AsyncEngine:
     autocommit (no BEGIN/ROLLBACK round trips) and no pre-ping round trip per checkout — a connection
     the server dropped fails its statement instead, is invalidated by SQLAlchemy and the caller
     retries once on a fresh one (:func:`read_once_more`)."""
-    return create_async_engine(
-        settings.async_database_url,
+    return create_engine(
+        settings,
         pool_size=max(2, settings.keys_db_pool_size // 2),
-        max_overflow=5,
+        role="lookup",
         pool_pre_ping=False,
         isolation_level="AUTOCOMMIT",
-        hide_parameters=True,
-        pool_recycle=1800,
-        connect_args={"server_settings": {"application_name": settings.service_name + "-lookup"}},
     )
 
 
