@@ -11,6 +11,7 @@ import logging
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from llmgw_common.bodies import UNDECODABLE_BODY_ERRORS, undecodable_body_message
 from sqlalchemy.exc import DBAPIError
 
 log = logging.getLogger(__name__)
@@ -134,6 +135,10 @@ def _dbapi_error_handler(request: Request, exc: DBAPIError) -> Response:
     return error_response(503 if code.startswith("08") else 500, "api_error", "database error")
 
 
+def _undecodable_body_handler(_: Request, exc: Exception) -> Response:
+    return error_response(400, "invalid_request_error", undecodable_body_message(exc))
+
+
 def _internal_error_handler(_: Request, exc: Exception) -> Response:
     log.exception("unhandled error: %s", type(exc).__name__)
     return error_response(HTTP_500_INTERNAL_SERVER_ERROR, "api_error", "internal server error")
@@ -143,5 +148,6 @@ exception_handlers = {
     ApiError: _api_error_handler,
     HTTPException: _http_exception_handler,
     DBAPIError: _dbapi_error_handler,
+    **{error: _undecodable_body_handler for error in UNDECODABLE_BODY_ERRORS},
     HTTP_500_INTERNAL_SERVER_ERROR: _internal_error_handler,
 }

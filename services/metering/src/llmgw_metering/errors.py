@@ -7,6 +7,7 @@ import logging
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotFoundException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from llmgw_common.bodies import UNDECODABLE_BODY_ERRORS, undecodable_body_message
 from sqlalchemy.exc import SQLAlchemyError
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,10 @@ def database_error_handler(request: Request, exc: Exception) -> Response:
     return internal_error_handler(request, exc)
 
 
+def undecodable_body_handler(_: Request, exc: Exception) -> Response:
+    return _response(400, "invalid_request_error", undecodable_body_message(exc))
+
+
 def internal_error_handler(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return _response(HTTP_500_INTERNAL_SERVER_ERROR, "api_error", "internal error")
@@ -97,5 +102,6 @@ EXCEPTION_HANDLERS = {
     OSError: database_error_handler,
     ValidationException: validation_handler,
     HTTPException: http_error_handler,
+    **{error: undecodable_body_handler for error in UNDECODABLE_BODY_ERRORS},
     Exception: internal_error_handler,
 }
