@@ -235,6 +235,9 @@ def test_admin_tokens_and_roles(cli, admin_env, key_service):
     assert denied.stderr.startswith("error: 403")
     assert token not in denied.output
 
+    denied = cli(["keys", "list"], env=analyst_env)  # analysts read usage only
+    assert denied.exit_code == 1 and denied.stderr.startswith("error: 403")
+
     revoked = cli(["tokens", "revoke", mine["id"], "--yes"], env=admin_env)
     assert revoked.exit_code == 0, revoked.output
     after = cli(["keys", "list"], env=analyst_env)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
-from conftest import ADMIN_TOKEN, auth
-from llmgw_common.contract import hash_secret
+from conftest import ADMIN_TOKEN, auth, wait_until
+from llmgw_common.contract import SUBJECT_AUTH_CHANGED, auth_token_revoked_decoder, hash_secret
 from sqlalchemy import select
 
 from llmgw_keys.models import AdminToken
@@ -111,7 +113,7 @@ async def test_api_admin_token_can_do_everything_and_is_the_audit_actor(client, 
     assert (await client.get("/v1/providers", headers=headers)).status_code == 200
 
 
-@pytest.mark.parametrize(("method", "path", "body"), ADMIN_ROUTES)
+@pytest.mark.parametrize(("method", "path", "body"), ALL_ROUTES)
 async def test_analyst_gets_403_on_admin_routes(client, tokens, some_key, method, path, body):
     response = await send(client, method, fill(path, some_key["id"]), body, auth(tokens["analyst"]["token"]))
     assert response.status_code == 403, response.text
@@ -128,24 +130,40 @@ async def test_analyst_cannot_probe_existence(client, tokens, path):
     assert patch_unknown.status_code == 403
 
 
-async def test_analyst_can_read_keys(client, tokens, some_key):
+async def test_analyst_reads_usage_only_not_key_records(client, tokens, some_key):
+    """Issue: analyst = "read usage only". Key records (owner metadata, limits) stay admin-only."""
     headers = auth(tokens["analyst"]["token"])
-    listed = await client.get("/v1/keys", headers=headers)
-    assert listed.status_code == 200 and listed.json()["data"]
-    one = await client.get(f"/v1/keys/{some_key['id']}", headers=headers)
-    assert one.status_code == 200 and "key" not in one.json()
+    for path in ("/v1/keys", f"/v1/keys/{some_key['id']}", "/v1/keys/no-such-key"):
+        response = await client.get(path, headers=headers)
+        assert response.status_code == 403, (path, response.text)
+        assert response.json()["error"]["type"] == "permission_error"
 
 
-async def test_revoked_admin_token_stops_working(client, db):
+async def test_revoked_admin_token_stops_working(client, db, nc):
+    collected = SimpleNamespace(messages=[])
+
+    async def collect(msg):
+        collected.messages.append(msg)
+
+    subscription = await nc.subscribe(SUBJECT_AUTH_CHANGED, cb=collect)
+    await nc.flush()
     created = (await client.post("/v1/admin-tokens", json={"name": "temp", "role": "admin"})).json()
     assert (await client.get("/v1/keys", headers=auth(created["token"]))).status_code == 200
     assert (await client.delete(f"/v1/admin-tokens/{created['id']}")).status_code == 204
     assert (await client.get("/v1/keys", headers=auth(created["token"]))).status_code == 401
+    # the revocation was announced (metering drops its cached verification at once)
+    await wait_until(lambda: collected.messages, what="revocation announced on " + SUBJECT_AUTH_CHANGED)
+    assert [auth_token_revoked_decoder.decode(m.data).token_hash for m in collected.messages] == [
+        hash_secret(created["token"])
+    ]
+    assert created["token"].encode() not in collected.messages[0].data
     assert (await client.delete(f"/v1/admin-tokens/{created['id']}")).status_code == 204  # idempotent
     listed = {t["id"]: t for t in (await client.get("/v1/admin-tokens")).json()["data"]}
     assert listed[created["id"]]["revoked_at"] is not None
     audit = (await client.get("/v1/audit", params={"target_id": created["id"]})).json()["data"]
     assert [e["action"] for e in audit] == ["admin_token.revoked", "admin_token.created"]
+    assert len(collected.messages) == 1  # the idempotent second DELETE announces nothing
+    await subscription.unsubscribe()
 
 
 async def test_admin_token_errors(client):

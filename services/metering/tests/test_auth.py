@@ -3,12 +3,16 @@ subscription standing in for key-service), cached; roles; 401/403/503 shapes."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest_asyncio
 
 from helpers import ADMIN_TOKEN
 from llmgw_common.contract import (
     QUEUE_GROUP_KEY_SERVICE,
+    SUBJECT_AUTH_CHANGED,
     SUBJECT_AUTH_VERIFY,
+    AuthTokenRevoked,
     AuthVerifyReply,
     auth_verify_request_decoder,
     encode,
@@ -106,6 +110,28 @@ async def test_valid_answers_are_cached(client, key_service):
     for _ in range(5):
         assert (await client.get("/v1/usage", headers=bearer(ANALYST))).status_code == 200
     assert key_service.asked(ANALYST) == 1
+
+
+async def test_an_announced_revocation_drops_the_cached_answer_at_once(client, key_service, nc):
+    token = "llmgw-analyst-soon-revoked-" + "e" * 30
+    key_service.tokens[hash_secret(token)] = AuthVerifyReply(valid=True, role="analyst", token_id="tok_soon")
+    assert (await client.get("/v1/usage", headers=bearer(token))).status_code == 200
+    assert (await client.get("/v1/usage", headers=bearer(token))).status_code == 200
+    assert key_service.asked(token) == 1  # cached (30 s by default)
+    assert (await client.get("/v1/usage", headers=bearer(ANALYST))).status_code == 200
+    asked = key_service.asked(ANALYST)
+    # key-service revokes it: its verification now says invalid, and it announces the revocation
+    key_service.tokens[hash_secret(token)] = AuthVerifyReply(valid=False)
+    await nc.publish(SUBJECT_AUTH_CHANGED, encode(AuthTokenRevoked(token_hash=hash_secret(token))))
+    await nc.flush()
+    deadline = asyncio.get_running_loop().time() + 5
+    while (status := (await client.get("/v1/usage", headers=bearer(token))).status_code) != 401:
+        assert asyncio.get_running_loop().time() < deadline, f"revoked token still answered {status}"
+        await asyncio.sleep(0.05)
+    assert key_service.asked(token) == 2
+    # other cached tokens are untouched
+    assert (await client.get("/v1/usage", headers=bearer(ANALYST))).status_code == 200
+    assert key_service.asked(ANALYST) == asked
 
 
 async def test_key_service_down_is_503_but_bootstrap_still_works(client, key_service):

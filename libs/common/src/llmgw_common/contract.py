@@ -23,6 +23,9 @@ SUBJECT_KEY_LOOKUP = "llmgw.v1.keys.lookup"
 SUBJECT_KEY_CHANGED = "llmgw.v1.keys.changed"
 #: request/reply: metering (or any service) asks key-service whether an admin/analyst token is valid.
 SUBJECT_AUTH_VERIFY = "llmgw.v1.auth.verify"
+#: published (core NATS) by key-service when an admin/analyst token is revoked: services that cache
+#: verifications drop it at once (and drop every cached verification after a reconnect).
+SUBJECT_AUTH_CHANGED = "llmgw.v1.auth.changed"
 #: JetStream: one usage event per forwarded client request. The suffix is the provider name.
 SUBJECT_USAGE_PREFIX = "llmgw.v1.usage"
 SUBJECT_USAGE_WILDCARD = "llmgw.v1.usage.>"
@@ -142,6 +145,11 @@ class AuthVerifyReply(msgspec.Struct, frozen=True, kw_only=True):
     v: int = CONTRACT_VERSION
 
 
+class AuthTokenRevoked(msgspec.Struct, frozen=True, kw_only=True):
+    token_hash: str
+    v: int = CONTRACT_VERSION
+
+
 # --- usage events -----------------------------------------------------------------------------
 UsageStatus = Literal["ok", "error", "incomplete"]
 
@@ -248,6 +256,7 @@ key_lookup_reply_decoder = msgspec.json.Decoder(KeyLookupReply)
 key_changed_decoder = msgspec.json.Decoder(KeyChanged)
 auth_verify_request_decoder = msgspec.json.Decoder(AuthVerifyRequest)
 auth_verify_reply_decoder = msgspec.json.Decoder(AuthVerifyReply)
+auth_token_revoked_decoder = msgspec.json.Decoder(AuthTokenRevoked)
 usage_event_decoder = msgspec.json.Decoder(UsageEvent)
 budget_state_decoder = msgspec.json.Decoder(BudgetState)
 

@@ -4,9 +4,9 @@
 (``LLMGW_ADMIN_TOKEN``, compared in constant time) or an active token created through
 ``POST /v1/admin-tokens`` (looked up by hash). A virtual key is neither: 401.
 
-Roles: ``admin`` may do everything; ``analyst`` may only read keys (``GET /v1/keys``,
-``GET /v1/keys/{id}``, to label usage reports) and gets 403 everywhere else — before the
-handler runs, so it never learns whether an id exists.
+Roles: ``admin`` may do everything; ``analyst`` reads usage only (metering accepts it) and gets
+403 on every key-service route — before the handler runs, so it never learns whether an id exists
+(key records carry free-form owner metadata an analyst has no need for).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from llmgw_keys.runtime import Principal
 from llmgw_keys.services.admin_tokens import authenticate
 
 ADMIN_ONLY = ("admin",)
-READERS = ("admin", "analyst")
 
 
 async def require_token(connection: ASGIConnection, route_handler: BaseRouteHandler) -> None:

@@ -80,6 +80,7 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
     state.budget_kv = None
     maintenance = None
     try:
+        await state.auth.start()
         try:
             state.budget_kv = await budget_bucket(js)
         except Exception as exc:  # noqa: BLE001 - JetStream not ready: the API still serves the ledger
@@ -107,6 +108,7 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
             await state.consumer.stop()
         if state.budget is not None:
             await state.budget.stop()
+        await state.auth.stop()
         try:
             await nc.drain()
         except Exception:  # noqa: BLE001

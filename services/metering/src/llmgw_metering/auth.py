@@ -4,6 +4,8 @@
 2. Otherwise the token's SHA-256 (``hash_secret``) is sent to key-service over NATS
    (``llmgw.v1.auth.verify``); valid answers are cached ``LLMGW_METERING_AUTH_CACHE_SECONDS`` (30 s),
    invalid ones ``…_NEGATIVE_CACHE_SECONDS`` (5 s). No answer -> 503 (the token cannot be checked).
+   A revocation is announced on ``llmgw.v1.auth.changed`` and drops the cached answer at once; after
+   a NATS reconnect (announcements may have been missed) every cached answer is dropped.
 The raw token is never stored, logged or sent anywhere; only its hash travels.
 """
 
@@ -21,9 +23,11 @@ from litestar.handlers.base import BaseRouteHandler
 from nats.aio.client import Client as NATS
 
 from llmgw_common.contract import (
+    SUBJECT_AUTH_CHANGED,
     SUBJECT_AUTH_VERIFY,
     AuthVerifyReply,
     AuthVerifyRequest,
+    auth_token_revoked_decoder,
     auth_verify_reply_decoder,
     encode,
     hash_secret,
@@ -71,6 +75,29 @@ class Authenticator:
         self._negative_ttl = negative_cache_seconds
         self._cache: dict[str, tuple[float, AuthVerifyReply]] = {}
         self._inflight: dict[str, asyncio.Future] = {}
+        self._reconnects = 0
+        self._subscription = None
+
+    async def start(self) -> None:
+        """Listen for revocations, so a revoked token stops working here at once."""
+        if self._nc is not None:
+            self._subscription = await self._nc.subscribe(SUBJECT_AUTH_CHANGED, cb=self._on_revoked)
+
+    async def stop(self) -> None:
+        if self._subscription is not None:
+            try:
+                await self._subscription.unsubscribe()
+            except Exception:  # noqa: BLE001 - connection already closed
+                pass
+            self._subscription = None
+
+    async def _on_revoked(self, msg) -> None:
+        try:
+            revoked = auth_token_revoked_decoder.decode(msg.data)
+        except Exception:  # noqa: BLE001 - not ours to crash on; forget everything to be safe
+            self._cache.clear()
+            return
+        self._cache.pop(revoked.token_hash, None)
 
     async def authenticate(self, token: str | None) -> Principal:
         if not token:
@@ -85,6 +112,11 @@ class Authenticator:
 
     async def _verify(self, token_hash: str) -> AuthVerifyReply:
         now = time.monotonic()
+        nc = self._nc
+        if nc is not None and nc.stats["reconnects"] != self._reconnects:
+            # revocations announced while we were away were missed: re-verify everything
+            self._reconnects = nc.stats["reconnects"]
+            self._cache.clear()
         cached = self._cache.get(token_hash)
         if cached is not None and cached[0] > now:
             return cached[1]

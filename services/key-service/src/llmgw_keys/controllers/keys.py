@@ -9,7 +9,6 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example
 from litestar.params import Body, FromPath, Parameter
 
-from llmgw_keys.auth import READERS
 from llmgw_keys.controllers.common import E401, E403, E404, E409, E422, PrincipalDep, RuntimeDep, check_filter
 from llmgw_keys.schemas import KeyCreate, KeyList, KeyOut, KeyRotate, KeyUpdate, KeyWithSecret
 from llmgw_keys.services import keys as service
@@ -107,7 +106,6 @@ class KeysController(Controller):
             "Filters: `project`, `status` (`active|revoked|expired`, computed now), `tag`. "
             "Secrets are never returned, only their `prefix`. Admins and analysts."
         ),
-        opt={"roles": READERS},
         responses={
             200: _ok(
                 KeyList,
@@ -142,7 +140,6 @@ class KeysController(Controller):
         "/{key_id:str}",
         summary="Get a virtual key",
         description='One key by id. A revoked key still reads back, with `status: "revoked"`. Admins and analysts.',
-        opt={"roles": READERS},
         responses={200: _ok(KeyOut, _RECORD, "The key"), **E401, **E404},
     )
     async def get_key(self, runtime: RuntimeDep, key_id: FromPath[str]) -> KeyOut:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import hmac
+import logging
 import secrets
 
 import msgspec
-from llmgw_common.contract import hash_secret
+from llmgw_common.contract import SUBJECT_AUTH_CHANGED, AuthTokenRevoked, encode, hash_secret
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -16,6 +17,8 @@ from llmgw_keys.runtime import Principal, Runtime
 from llmgw_keys.schemas import AdminTokenCreate, AdminTokenList, AdminTokenOut, AdminTokenWithSecret
 from llmgw_keys.services import audit
 from llmgw_keys.util import check_path_id, new_id, utcnow
+
+log = logging.getLogger(__name__)
 
 TOKEN_PREFIX = "llmgw-at-"
 PREFIX_LENGTH = 14
@@ -77,7 +80,17 @@ async def revoke_token(runtime: Runtime, principal: Principal, token_id: str) ->
         if row.revoked_at is not None:
             return
         row.revoked_at = utcnow()
+        token_hash = row.token_hash
         audit.record(tx.session, principal.id, "admin_token.revoked", "admin_token", row.id, {"prefix": row.prefix})
+    # Committed: tell the services that cache verifications (metering) to forget this token now.
+    # Best effort — a service that misses it (disconnected) drops its whole cache on reconnect, and
+    # its cache entries expire anyway.
+    nc = runtime.nc
+    if nc is not None and nc.is_connected:
+        try:
+            await nc.publish(SUBJECT_AUTH_CHANGED, encode(AuthTokenRevoked(token_hash=token_hash)))
+        except Exception as exc:  # noqa: BLE001 - the revocation itself is committed
+            log.warning("could not announce an admin token revocation: %s", type(exc).__name__)
 
 
 async def find_active(session: AsyncSession, token_hash: str) -> AdminToken | None:
