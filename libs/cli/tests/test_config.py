@@ -47,6 +47,18 @@ def test_defaults_without_any_configuration(home, cwd):
     assert cfg.config_file is None
 
 
+def test_local_defaults_follow_the_service_port_variables(home, cwd):
+    """``LLMGW_KEYS_PORT=18081 make run`` and the CLI in the same shell find each other."""
+    env = {"LLMGW_KEYS_PORT": "18081", "LLMGW_METERING_PORT": "18082"}
+    cfg = resolve_config(env=env, cwd=cwd, home=home)
+    assert (cfg.key_service_url, cfg.metering_url) == ("http://127.0.0.1:18081", "http://127.0.0.1:18082")
+    # an explicit URL still wins
+    cfg = resolve_config(env={**env, "LLMGW_KEY_SERVICE_URL": "http://keys:1"}, cwd=cwd, home=home)
+    assert cfg.key_service_url == "http://keys:1" and cfg.metering_url == "http://127.0.0.1:18082"
+    with pytest.raises(CliError, match="LLMGW_KEYS_PORT"):
+        resolve_config(env={"LLMGW_KEYS_PORT": "eighty"}, cwd=cwd, home=home)
+
+
 def test_env_beats_file_beats_state_dir(home, cwd, tmp_path):
     config_path = write_config(
         home, 'admin_token = "from-file"\nkey_service_url = "http://file:1/"\nmetering_url = "http://file:2"\n'

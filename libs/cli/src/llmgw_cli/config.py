@@ -10,7 +10,8 @@ Precedence, highest first, separately for every setting:
 4. for the token only, local development: the ``admin_token`` file that ``make run`` writes into the
    state dir (``$LLMGW_STATE_DIR``, else the config file's ``state_dir``, else the first ``.llmgw/``
    found in the current directory or one of its parents)
-5. defaults: ``http://127.0.0.1:8081`` and ``http://127.0.0.1:8082``
+5. defaults: ``http://127.0.0.1:8081`` and ``http://127.0.0.1:8082`` — on ``$LLMGW_KEYS_PORT`` /
+   ``$LLMGW_METERING_PORT`` when those are set, as for the services themselves
 """
 
 from __future__ import annotations
@@ -105,8 +106,8 @@ def resolve_config(
         value = flag or _get(env, env_name) or file_settings.get(file_key) or default
         return value.rstrip("/")
 
-    ks_url = pick(key_service_url, "LLMGW_KEY_SERVICE_URL", "key_service_url", DEFAULT_KEY_SERVICE_URL)
-    m_url = pick(metering_url, "LLMGW_METERING_URL", "metering_url", DEFAULT_METERING_URL)
+    ks_url = pick(key_service_url, "LLMGW_KEY_SERVICE_URL", "key_service_url", _local_url(env, "LLMGW_KEYS_PORT", DEFAULT_KEY_SERVICE_URL))
+    m_url = pick(metering_url, "LLMGW_METERING_URL", "metering_url", _local_url(env, "LLMGW_METERING_PORT", DEFAULT_METERING_URL))
 
     admin_token: str | None
     source: str | None
@@ -132,6 +133,17 @@ def resolve_config(
         token_source=source,
         config_file=config_path,
     )
+
+
+def _local_url(env: Mapping[str, str], port_variable: str, default: str) -> str:
+    """The local default URL, on the port the service itself was told to use (``make run`` with
+    ``LLMGW_KEYS_PORT=…`` and the CLI in the same shell agree)."""
+    port = _get(env, port_variable)
+    if port is None:
+        return default
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise CliError(f"{port_variable}={port!r} is not a port number", exit_code=2)
+    return f"http://127.0.0.1:{int(port)}"
 
 
 def _get(env: Mapping[str, str], name: str) -> str | None:

@@ -171,6 +171,19 @@ class Launcher:
         keys = f"http://127.0.0.1:{self.env.get('LLMGW_KEYS_PORT', '8081')}"
         metering = f"http://127.0.0.1:{self.env.get('LLMGW_METERING_PORT', '8082')}"
         model = "gpt-4o-mini"
+        # The CLI finds the services and the token by itself with the defaults; otherwise say how.
+        cli_env = [
+            f"{name}={self.env[name]}"
+            for name, default in (("LLMGW_KEYS_PORT", "8081"), ("LLMGW_METERING_PORT", "8082"))
+            if self.env.get(name, default) != default
+        ]
+        if os.environ.get("LLMGW_STATE_DIR"):
+            cli_env.append(f"LLMGW_STATE_DIR={self.state_dir}")
+        token_from_env = bool(os.environ.get("LLMGW_ADMIN_TOKEN", "").strip())
+        cli_hint = " ".join([*cli_env, ".venv/bin/llmgw keys list"])
+        cli_note = (
+            "(with your LLMGW_ADMIN_TOKEN exported)" if token_from_env else "(the CLI reads the admin token from the state dir)"
+        )
         print(
             f"""
 ==============================================================================
@@ -191,7 +204,7 @@ class Launcher:
    .venv/bin/python -c 'import openai; c = openai.OpenAI(base_url="{proxy}/v1", api_key="{demo_key}"); print(c.chat.completions.create(model="{model}", messages=[{{"role": "user", "content": "Hello"}}]).choices[0].message.content)'
 
    curl -s "{metering}/v1/usage?group_by=key,model" -H "Authorization: Bearer {self.env['LLMGW_ADMIN_TOKEN']}"
-   .venv/bin/llmgw keys list            (the CLI reads the admin token from the state dir)
+   {cli_hint}   {cli_note}
 
  Ctrl-C stops everything.
 ==============================================================================
