@@ -158,3 +158,14 @@ def test_printer_empty_table_says_so_on_stderr(capsys):
     captured = capsys.readouterr()
     assert captured.out == ""
     assert "no keys" in captured.err
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(0.0000186, "0.0000186"), (0.00012345, "0.000123"), (0.123456, "0.1235"), (12.5, "12.5"), (3.0, "3"),
+     (1234.56789, "1,234.5679")],
+)
+def test_format_number_never_shows_a_small_amount_as_zero(value, expected):
+    from llmgw_cli.output import format_number
+
+    assert format_number(value) == expected

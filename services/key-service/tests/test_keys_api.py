@@ -245,7 +245,8 @@ async def test_patch_is_partial_and_null_clears(client, db, events):
     assert rows[-1].details["changes"] == {"rpm_limit": 1200, "tpm_limit": None, "budget_period": None}
 
     empty = await client.patch(f"/v1/keys/{created['id']}", json={})
-    assert empty.status_code == 200 and empty.json()["rpm_limit"] == 1200
+    assert empty.status_code == 200 and empty.json() == updated  # a no-op: nothing written (updated_at kept)
+    assert [r.action for r in await audit_rows(db, created["id"])] == ["key.created", "key.updated"]
 
     renamed = (
         await client.patch(f"/v1/keys/{created['id']}", json={"name": "new", "metadata": {"a": 1}, "expires_at": None})

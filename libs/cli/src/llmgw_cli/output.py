@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -35,6 +36,9 @@ class Column:
     fmt: Callable[[Any], str] | None = None
     justify: str = "left"
     no_wrap: bool = False
+    #: narrow terminals shrink columns; these never go below it (names must stay readable)
+    min_width: int | None = None
+    overflow: str = "ellipsis"
 
     def value(self, row: dict) -> Any:
         return self.key(row) if callable(self.key) else row.get(self.key)
@@ -88,6 +92,10 @@ def compact_json(value: Any) -> str:
 def format_number(value: float | int) -> str:
     if isinstance(value, int) or float(value).is_integer():
         return f"{int(value):,}"
+    if abs(value) < 1:
+        # small amounts (a request's cost in USD) keep three significant digits: never shown as 0
+        decimals = max(4, 2 - math.floor(math.log10(abs(value))))
+        return f"{value:.{decimals}f}".rstrip("0").rstrip(".")
     return f"{value:,.4f}".rstrip("0").rstrip(".")
 
 
@@ -222,6 +230,8 @@ class Printer:
                 column.header,
                 justify=column.justify,  # type: ignore[arg-type]
                 no_wrap=column.no_wrap,
+                min_width=column.min_width,
+                overflow=column.overflow,  # type: ignore[arg-type]
                 footer=Text(column.fmt(footer[column.header]) if column.fmt else plain(footer[column.header]))
                 if footer and column.header in footer
                 else "",

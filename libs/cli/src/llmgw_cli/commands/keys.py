@@ -59,9 +59,9 @@ def _budget(row: dict) -> str | None:
 
 
 KEY_COLUMNS = [
-    Column("ID", "id", no_wrap=True),
-    Column("NAME", "name"),
-    Column("PROJECT", "project"),
+    Column("ID", "id", overflow="fold", min_width=8),  # folds on narrow terminals, never cut: it is copied
+    Column("NAME", "name", min_width=8),
+    Column("PROJECT", "project", min_width=8),
     Column("PREFIX", "prefix", no_wrap=True),
     Column("STATUS", "status", no_wrap=True),
     Column("MODELS", _models),

@@ -247,6 +247,10 @@ async def update_key(runtime: Runtime, principal: Principal, key_id: str, data: 
         row = await _get_for_update(tx.session, key_id)
         if row.revoked_at is not None:
             raise Conflict("key is revoked; a revoked key cannot be changed or re-activated")
+        if not given:
+            # nothing to change: a read — no write, no audit entry, no key-change event (every
+            # proxy would drop its cached entry for nothing)
+            return to_out(row)
         now = utcnow()
         changes: dict[str, Any] = {}
         for name, value in given.items():
