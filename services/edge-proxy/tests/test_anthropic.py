@@ -108,3 +108,20 @@ def test_anthropic_errors_in_anthropic_shape(proxy):
     assert r.json() == {"type": "error", "error": {"type": "authentication_error", "message": "Invalid API key."}}
     with pytest.raises(anthropic.AuthenticationError):
         client(proxy, "sk-llmgw-nope").messages.create(model=MODEL, max_tokens=10, messages=MSG)
+
+
+def test_models_listing_paginates_like_anthropic(proxy, key):
+    """The anthropic SDK's auto-pagination walks ``after_id`` pages of ``limit``; every page is a
+    proper slice and the walk sees every allowed model exactly once."""
+    secret, _ = key
+    sdk = client(proxy, secret)
+    everything = [m.id for m in sdk.models.list(limit=1000)]
+    assert len(everything) >= 3
+    first = sdk.models.list(limit=2)
+    assert [m.id for m in first.data] == everything[:2] and first.has_more is True
+    walked = [m.id for m in sdk.models.list(limit=2)]  # iterating follows after_id to the end
+    assert walked == everything
+    before = sdk.models.list(limit=2, before_id=everything[3] if len(everything) > 3 else everything[-1])
+    assert [m.id for m in before.data] == everything[1:3] if len(everything) > 3 else everything[-3:-1]
+    bad = httpx.get(proxy.url + "/v1/models?limit=0", headers={"x-api-key": secret, "anthropic-version": "2023-06-01"})
+    assert bad.status_code == 400 and bad.json()["type"] == "error"

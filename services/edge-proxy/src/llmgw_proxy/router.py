@@ -9,7 +9,10 @@ else (health, readiness, metrics, lifespan) is ordinary Litestar.
 
 from __future__ import annotations
 
+from time import perf_counter
+
 from llmgw_proxy.controllers import anthropic, key_info, openai
+from llmgw_proxy.domain.ids import new_id
 from llmgw_proxy.domain.proxy import ProxyService
 
 
@@ -35,4 +38,34 @@ class ProxyRouter:
                         handler = openai.passthrough
                 await handler(self.service, scope, receive, send)
                 return
+            # health, readiness, metrics, unknown paths: every answer still carries the gateway's
+            # request id and overhead headers (the contract's "every answer")
+            await self.fallback(scope, receive, _stamped(scope, send))
+            return
         await self.fallback(scope, receive, send)
+
+
+def _stamped(scope, send):
+    started = perf_counter()
+    request_id = None
+    for name, value in scope["headers"]:
+        if name == b"x-request-id" and 0 < len(value) <= 200:
+            request_id = value
+            break
+    if request_id is None:
+        request_id = new_id().encode()
+
+    async def send_with_headers(message) -> None:
+        if message["type"] == "http.response.start":
+            overhead = (perf_counter() - started) * 1000
+            message = {
+                **message,
+                "headers": [
+                    *message.get("headers", ()),
+                    (b"x-request-id", request_id),
+                    (b"x-llmgw-overhead-ms", b"%.3f" % overhead),
+                ],
+            }
+        await send(message)
+
+    return send_with_headers

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import parse_qsl
+
 import msgspec
 
 from llmgw_proxy.domain import errors
@@ -43,6 +45,30 @@ def _anthropic_model(model_id: str) -> dict:
     return {"type": "model", "id": model_id, "display_name": model_id, "created_at": "1970-01-01T00:00:00Z"}
 
 
+def anthropic_page(names: list[str], query: bytes) -> dict:
+    """Anthropic's paginated listing: ``limit`` (1–1000, default 20), ``after_id`` / ``before_id``
+    cursors, ``has_more``, ``first_id`` / ``last_id`` — what the anthropic SDK's auto-pagination walks."""
+    params = dict(parse_qsl(query.decode("latin-1"), keep_blank_values=True))
+    raw_limit = params.get("limit", "20")
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 1000:
+        raise errors.bad_request("limit: must be an integer between 1 and 1000")
+    limit = int(raw_limit)
+    start, stop = 0, len(names)
+    if params.get("after_id"):
+        start = names.index(params["after_id"]) + 1 if params["after_id"] in names else len(names)
+    if params.get("before_id"):
+        stop = names.index(params["before_id"]) if params["before_id"] in names else 0
+        start = max(start, stop - limit)
+    page = names[start:min(stop, start + limit)]
+    has_more = start + len(page) < stop if not params.get("before_id") else start > 0
+    return {
+        "data": [_anthropic_model(n) for n in page],
+        "has_more": has_more,
+        "first_id": page[0] if page else None,
+        "last_id": page[-1] if page else None,
+    }
+
+
 async def list_models(proxy: ProxyService, scope, receive, send) -> None:
     """Both dialects: Anthropic's shape when the request carries ``anthropic-version``."""
     anthropic = _wants_anthropic(scope)
@@ -50,10 +76,7 @@ async def list_models(proxy: ProxyService, scope, receive, send) -> None:
     async def answer(ctx: Ctx):
         names = await proxy.catalog.names(ctx.entry)
         if anthropic:
-            data = [_anthropic_model(n) for n in names]
-            return 200, _encode(
-                {"data": data, "has_more": False, "first_id": names[0] if names else None, "last_id": names[-1] if names else None}
-            )
+            return 200, _encode(anthropic_page(names, scope.get("query_string") or b""))
         data = [_openai_model(n, proxy.catalog.provider_of(ctx.entry, n)) for n in names]
         return 200, _encode({"object": "list", "data": data})
 
