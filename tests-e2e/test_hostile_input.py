@@ -167,3 +167,45 @@ def test_analyst_cannot_mutate(stack, client):
 
     eventually(lambda: client.get(stack.metering_url + "/v1/usage", headers=analyst).status_code == 401,
                timeout=40, interval=1, what="revoked analyst token rejected by metering")
+
+
+UNDECODABLE_BODIES = [(name, body) for name, body in BAD_BODIES
+                      if name in ("not json", "truncated", "invalid utf8", "deep nesting", "nan")]
+
+
+def test_admin_and_analyst_json_routes_refuse_undecodable_bodies_with_4xx(stack, client):
+    """Every key-service/metering route that reads a JSON body: 400 in the admin error shape, never a 500."""
+    status, created = stack.admin("POST", "/v1/keys", {"name": "hostile-admin-body", "project": "hostile"})
+    assert status == 201, created
+    key_id = created["id"]
+    routes = [("POST", stack.keys_url + "/v1/keys"), ("PATCH", f"{stack.keys_url}/v1/keys/{key_id}"),
+              ("POST", f"{stack.keys_url}/v1/keys/{key_id}/rotate"), ("PUT", stack.keys_url + "/v1/providers/hostile"),
+              ("PUT", stack.keys_url + "/v1/routes"), ("POST", stack.keys_url + "/v1/admin-tokens"),
+              ("PUT", stack.metering_url + "/v1/prices/overrides/hostile-model")]
+    headers = {"Authorization": f"Bearer {stack.admin_token}", "Content-Type": "application/json"}
+    for method, url in routes:
+        for name, body in UNDECODABLE_BODIES:
+            response = client.request(method, url, content=body, headers=headers)
+            assert response.status_code == 400, (method, url, name, response.status_code, response.text[:200])
+            assert response.json()["error"]["type"] == "invalid_request_error", (method, url, name)
+    # Nothing was changed by any of them: the key still has its first secret's record.
+    status, record = stack.admin("GET", f"/v1/keys/{key_id}")
+    assert status == 200 and record["prefix"] == created["prefix"] and record["status"] == "active"
+
+
+@pytest.mark.parametrize("path", ["/v1/files/..%2F..%2F_mock%2Fcalls", "/v1/..%2f_mock/calls", "/v1/files/%2e%2e/x",
+                                  "/v1/files/../../_mock/calls", "/v1/files/a%5C..%5Cb", "/v1/files/a%00b"])
+def test_passthrough_path_traversal_is_refused_before_the_upstream(stack, mock_provider, proxy_key, path):
+    before = len(mock_provider.calls())
+    host, port = "127.0.0.1", int(stack.proxy_url().rsplit(":", 1)[1])
+    # Raw socket: HTTP clients normalise `..` away before sending, an attacker's client does not.
+    raw = (f"GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {proxy_key}\r\nConnection: close\r\n\r\n").encode()
+    with socket.create_connection((host, port), timeout=10) as sock:
+        sock.sendall(raw)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400") or head.startswith(b"HTTP/1.1 404"), head[:200]
+    assert json.loads(body)["error"]["type"] == "invalid_request_error", body[:200]
+    assert len(mock_provider.calls()) == before, "a traversal path reached the upstream"

@@ -23,6 +23,7 @@ TEST_ENV = {
     "LLMGW_ADMIN_TOKEN": "llmgw-admin-test",
     "LLMGW_ENCRYPTION_KEY": "test-encryption-key",
     "POSTGRES_PASSWORD": "0123456789abcdef",
+    "GRAFANA_ADMIN_PASSWORD": "grafana-test-password",
 }
 REQUIRED_VARIABLES = set(TEST_ENV)
 SCALED = {"edge-proxy", "metering", "key-service"}

@@ -76,6 +76,9 @@ class ProxyServer:
         config = uvicorn.Config(
             self.app, loop="uvloop", http="httptools", lifespan="on", access_log=False, log_level="warning",
             timeout_graceful_shutdown=5,
+            # as `python -m llmgw_proxy serve`: uvicorn must not rewrite the peer from X-Forwarded-For
+            # (the proxy does that itself, only for LLMGW_TRUSTED_PROXIES)
+            proxy_headers=False,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True, name="proxy")

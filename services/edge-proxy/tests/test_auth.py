@@ -119,6 +119,9 @@ def test_key_service_down_cached_key_works_unknown_key_503(tmp_path_factory, nat
                            headers={"x-api-key": "sk-llmgw-never-seen-2"})
             assert r.status_code == 503 and r.json()["type"] == "error"
             assert httpx.get(server.url + "/readyz").status_code == 503
+            # what the k8s readinessProbe asks: this replica still serves (cached keys), stay in the Service
+            degraded = httpx.get(server.url + "/readyz?degraded=ok")
+            assert degraded.status_code == 200 and degraded.json()["status"] == "degraded", degraded.text
         finally:
             keysvc.start_answering()
         wait_until(lambda: httpx.get(server.url + "/readyz").status_code == 200, timeout=5, what="ready again")

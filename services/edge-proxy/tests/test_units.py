@@ -167,3 +167,21 @@ def test_ids_are_uuid7_unique_and_ordered():
     parsed = uuid.UUID(ids[0])
     assert parsed.version == 7 and parsed.variant == uuid.RFC_4122
     assert ids == sorted(ids) or ids[0][:12] <= ids[-1][:12]
+
+
+def test_generation_over_is_seen_only_on_a_real_finish_reason():
+    sse = SSEUsage("openai", strip=True)
+    sse.feed(b'data: {"choices":[{"index":0,"delta":{"content":"say \\"finish_reason\\":\\"stop\\""},"finish_reason":null}],"usage":null}\n\n')
+    assert not sse.over  # only a JSON key can match, never generated text
+    sse.feed(b'data: {"choices":[{"index":0,"delta":{},"finish_reason": "stop"}],"usage":null}\n')
+    assert not sse.over  # the event is not complete yet
+    sse.feed(b"\n")
+    assert sse.over
+    responses = SSEUsage("responses")
+    responses.feed(b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","delta":"x"}\n\n')
+    assert not responses.over
+    responses.feed(b'event: response.output_text.done\ndata: {"type":"response.output_text.done","text":"x"}\n\n')
+    assert responses.over
+    anthropic = SSEUsage("anthropic")  # usage comes with the stop_reason: never waits
+    anthropic.feed(b'event: content_block_stop\ndata: {"type":"content_block_stop","index":0}\n\n')
+    assert not anthropic.over

@@ -56,6 +56,30 @@ def test_upstream_500_retried_then_falls_back_to_next_deployment(proxy, mock, mo
     assert event.attempts == 4 and event.deployment == "backup/fallback-model" and event.provider == "backup"
 
 
+def test_upstream_401_is_the_gateways_credential_problem_not_the_clients(proxy, mock, keysvc, key):
+    """A provider refusing the gateway's key: 502 written by the gateway (never the provider's 401, which
+    quotes the end of the real key and reads as "your key is wrong"), and no retry of the same key."""
+    secret, record = key
+    mock.set_fault("status", status=401, model="gpt-4o-badcred", count=5)
+    since = mock.last_seq()
+    r = chat(proxy, secret, "gpt-4o-badcred")
+    assert r.status_code == 502, r.text
+    error = r.json()["error"]
+    assert error["code"] == "upstream_auth_error" and "gateway's credentials" in error["message"]
+    assert [c["status"] for c in mock.calls(since)] == [401]  # not retried
+    (event,) = keysvc.wait_usage(record.id, 1)
+    assert event.attempts == 1 and event.status == "error" and event.error_type == "upstream_auth_error"
+    anthropic_shape = httpx.post(
+        proxy.url + "/v1/messages", json={"model": "gpt-4o-badcred", "max_tokens": 5, "messages": MSG},
+        headers={"x-api-key": secret, "anthropic-version": "2023-06-01"}, timeout=30,
+    )
+    # an Anthropic-dialect caller of the same (translated) deployment: the same answer in its dialect
+    assert anthropic_shape.status_code == 502, anthropic_shape.text
+    assert anthropic_shape.json()["type"] == "error" and anthropic_shape.json()["error"]["type"] == "api_error"
+    assert "sk-" not in anthropic_shape.text and "sk-" not in r.text
+    mock.clear_faults()
+
+
 def test_persistent_upstream_error_is_relayed_as_is(proxy, mock, keysvc, key):
     secret, record = key
     mock.set_fault("status", status=503, model="gpt-4o-down", count=3)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from llmgw_common.settings import MIB, GatewaySettings
 
@@ -46,6 +46,14 @@ class Settings(GatewaySettings):
     key_lookup_timeout: float = 1.0
     #: failed key checks per client address per minute before that address gets 429s (0 = off)
     auth_failures_per_minute: int = Field(default=30, ge=0)
+    #: reverse proxies (comma-separated IPs/CIDRs) whose X-Forwarded-For / X-Real-IP name the client
+    #: for the brute-force limit; empty = trust nobody (the TCP peer is the client)
+    trusted_proxies: str = ""
+
+    # --- pass-through of other /v1/* paths ------------------------------------------------------
+    #: all (contract default) | none | comma-separated path prefixes ("/v1/moderations,/v1/audio/");
+    #: a key's metadata {"passthrough": ...} overrides it for that key
+    passthrough: str = "all"
 
     # --- budgets / token estimates ------------------------------------------------------------
     #: completion tokens assumed for a request that sets no max_tokens (budget + TPM estimates)
@@ -75,9 +83,30 @@ class Settings(GatewaySettings):
     #: on shutdown: how long to try JetStream before leaving the rest in the spool
     shutdown_flush_timeout: float = 10.0
 
+    #: a streaming client that disconnects after the upstream finished generating (OpenAI
+    #: ``finish_reason``, a responses output's ``*.done``): how long the upstream is still read,
+    #: sending nothing, to capture its usage report (0 = cancel at once, usage then unknown)
+    stream_usage_drain_seconds: float = Field(default=5.0, ge=0)
+
     #: one JSON log line per request (request/trace/key ids, model, status, timings, tokens)
     proxy_access_log: bool = True
 
     #: on SIGTERM uvicorn stops accepting and waits this long for in-flight requests (streams
     #: included) before cancelling them; the usage queue is then flushed (JetStream or spool)
     shutdown_grace_seconds: float = 90.0
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_trusted_proxies(cls, value: str) -> str:
+        from llmgw_proxy.domain.auth.failed_attempts import parse_networks
+
+        parse_networks(value)  # ValueError names the bad entry
+        return value
+
+    @field_validator("passthrough")
+    @classmethod
+    def _check_passthrough(cls, value: str) -> str:
+        from llmgw_proxy.domain.passthrough import PassthroughPolicy
+
+        PassthroughPolicy.parse(value)
+        return value

@@ -205,6 +205,18 @@ def upstream_unreachable(detail: str) -> ProxyError:
     )
 
 
+def upstream_credentials_rejected(provider: str) -> ProxyError:
+    """The provider refused the *gateway's* key. Never relayed as the provider's 401: the client would
+    think its own virtual key is wrong, and the provider's message quotes the end of the real key."""
+    return ProxyError(
+        502,
+        f"The upstream provider '{provider}' rejected the gateway's credentials; an administrator must update "
+        "that provider's API key.",
+        openai_type="api_error", code="upstream_auth_error", anthropic_type="api_error",
+        reason="upstream_auth_error",
+    )
+
+
 def upstream_timeout(detail: str) -> ProxyError:
     return ProxyError(
         504, f"Upstream provider timed out: {detail}", openai_type="api_error", code="upstream_timeout",

@@ -17,12 +17,13 @@ class Incoming:
 
     __slots__ = (
         "method", "path", "query", "headers", "token", "content_length", "anthropic_version",
-        "request_id", "client_request_id", "traceparent", "client_address",
+        "request_id", "client_request_id", "traceparent", "client_address", "raw_path",
     )
 
     def __init__(self, scope: dict[str, Any]) -> None:
         self.method: str = scope["method"]
         self.path: str = scope["path"]
+        self.raw_path: bytes | None = scope.get("raw_path")
         self.query: bytes = scope.get("query_string") or b""
         self.headers: Headers = scope["headers"]
         client = scope.get("client")
@@ -66,6 +67,26 @@ class Incoming:
             self.request_id = new_id()
             self.client_request_id = False
         self.traceparent = traceparent.decode("latin-1") if traceparent else None
+
+
+#: never in a forwarded path: encoded separators or NUL (they would change which resource the
+#: provider serves once it decodes them) and anything that would break the request line
+_UNSAFE_IN_RAW_PATH = (b"%2f", b"%5c", b"%00", b"\\")
+
+
+def passthrough_target(inc: Incoming) -> str:
+    """The path to forward for a pass-through ``/v1/*`` request, exactly as the client encoded it.
+
+    The decoded path is never sent upstream: ``%0D%0A`` would become a header line and ``..`` (plain or
+    encoded) would let a virtual key reach paths outside ``/v1`` on the provider with the real key.
+    """
+    raw = inc.raw_path if inc.raw_path is not None else inc.path.encode("utf-8")
+    lowered = raw.lower()
+    if any(part in lowered for part in _UNSAFE_IN_RAW_PATH) or any(b <= 0x20 or b >= 0x7F for b in raw):
+        raise errors.bad_request("The request path contains encoded separators or characters that are not allowed.")
+    if any(segment in (".", "..") for segment in inc.path.split("/")):
+        raise errors.bad_request("The request path may not contain '.' or '..' segments.")
+    return raw.decode("ascii")
 
 
 def _bearer(value: bytes) -> str | None:

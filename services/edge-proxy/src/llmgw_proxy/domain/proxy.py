@@ -34,8 +34,9 @@ from llmgw_proxy.domain.ids import new_id
 from llmgw_proxy.domain.auth.failed_attempts import FailedAuthLimiter
 from llmgw_proxy.domain.auth.key_cache import KeyCache, KeyEntry
 from llmgw_proxy.domain.budgets import BudgetGuard
-from llmgw_proxy.domain.http import ClientGone, Incoming, read_body, send_bytes
+from llmgw_proxy.domain.http import ClientGone, Incoming, passthrough_target, read_body, send_bytes
 from llmgw_proxy.domain.limits import RateLimiter
+from llmgw_proxy.domain.passthrough import PassthroughGuard
 from llmgw_proxy.domain.response_cache import CachePlan, ResponseCache
 from llmgw_proxy.domain.streaming import SSEUsage
 from llmgw_proxy.domain.upstream.client import UpstreamPool, relay_headers, upstream_headers
@@ -56,6 +57,8 @@ MAX_BUFFERED_BODY = 64 * 1024 * 1024
 WATCH_DELAY = 0.25
 
 _STREAM_HEADERS = [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
+#: on a translation path, the upstream's dialect-specific headers the caller's SDK would not expect
+_FOREIGN = {"anthropic": b"openai-", "openai": b"anthropic-"}
 
 
 class Endpoint:
@@ -198,11 +201,17 @@ class ProxyService:
         self.metrics = metrics
         self.tracer = tracer
         self.max_body = settings.max_body_bytes
-        self.failed_auth = FailedAuthLimiter(settings.auth_failures_per_minute)
+        self.failed_auth = FailedAuthLimiter(
+            settings.auth_failures_per_minute, trusted_proxies=getattr(settings, "trusted_proxies", "")
+        )
+        #: LLMGW_PASSTHROUGH (+ per-key metadata overrides) for other /v1/* paths
+        self.passthrough = PassthroughGuard(getattr(settings, "passthrough", "all"))
         self.max_attempts = settings.upstream_max_attempts
         self.retry_base = settings.upstream_retry_base
         self.retry_max_wait = settings.upstream_retry_max_wait
         self.default_completion = settings.estimate_completion_tokens
+        #: a client gone after the generation finished: how long the upstream is still read for its usage
+        self.usage_drain = getattr(settings, "stream_usage_drain_seconds", 5.0)
         #: one JSON log line per request (LLMGW_PROXY_ACCESS_LOG)
         self.access_log = getattr(settings, "proxy_access_log", True)
         #: set by the runtime (None: no response cache)
@@ -253,17 +262,20 @@ class ProxyService:
             raise errors.body_too_large(self.max_body)
         now = time.time()
         key_hash = hash_secret(inc.token)
-        blocked_for = self.failed_auth.retry_after(inc.client_address, now)
+        failed = self.failed_auth
         # Keys already known here keep working, so guessers behind a shared address (a load
-        # balancer, a NAT) cannot lock out the clients with real keys.
-        if blocked_for is not None and not self.keys.knows(key_hash):
-            raise errors.too_many_failed_attempts(blocked_for)
+        # balancer, a NAT) cannot lock out the clients with real keys; and while nobody fails,
+        # the client address (X-Forwarded-For behind LLMGW_TRUSTED_PROXIES) is never worked out.
+        if failed.active and not self.keys.knows(key_hash):
+            blocked_for = failed.retry_after(failed.address(inc), now)
+            if blocked_for is not None:
+                raise errors.too_many_failed_attempts(blocked_for)
         try:
             entry = await self.keys.get(key_hash)
         except errors.ProxyError as error:
             # Only guesses count: a key that exists but is revoked/expired is not brute force.
             if error.status == 401:
-                self.failed_auth.record_failure(inc.client_address, now)
+                failed.record_failure(failed.address(inc), now)
             raise
         entry.check_usable(now)
         ctx.entry = entry
@@ -302,7 +314,12 @@ class ProxyService:
 
     # --- pipeline -------------------------------------------------------------------------------
     async def _forward(self, ctx: Ctx, receive, send) -> None:
+        if ctx.endpoint is None:
+            # before authentication: a hostile path is refused without costing a key lookup
+            ctx.inc.path = ctx.path = passthrough_target(ctx.inc)
         entry = await self.authenticate(ctx, receive)
+        if ctx.endpoint is None:  # LLMGW_PASSTHROUGH / the key's metadata: 404 before any upstream call
+            self.passthrough.check(ctx.inc.method, ctx.path, entry.record.metadata)
         endpoint = ctx.endpoint
         if endpoint is not None and endpoint.validate:
             self._validate(ctx, endpoint)
@@ -337,7 +354,7 @@ class ProxyService:
         # Client-disconnect watch, started only if the upstream part lasts (an instant answer
         # never pays for the extra task).
         ctx.watcher = asyncio.get_running_loop().call_later(
-            WATCH_DELAY, _start_watch, receive, ctx, asyncio.current_task()
+            WATCH_DELAY, _start_watch, receive, ctx, asyncio.current_task(), self.usage_drain
         )
         answer = await self._dispatch(ctx, candidates)
         if answer.stream:
@@ -348,8 +365,10 @@ class ProxyService:
     def _validate(self, ctx: Ctx, endpoint: Endpoint) -> None:
         try:
             probe = _probe_decoder.decode(ctx.body)
-        except msgspec.ValidationError:
-            raise errors.bad_request("The request body must be a JSON object.", "invalid_json") from None
+        except msgspec.ValidationError as exc:
+            why = str(exc)  # msgspec names the JSON path, never a value (e.g. a number out of range)
+            message = "The request body must be a JSON object." if "Expected `object`" in why else f"Invalid request body: {why}."
+            raise errors.bad_request(message, "invalid_json") from None
         except (msgspec.DecodeError, UnicodeDecodeError):
             raise errors.bad_request(
                 "We could not parse the JSON body of your request: it is not valid JSON (UTF-8).", "invalid_json"
@@ -509,6 +528,19 @@ class ProxyService:
                 try:
                     resp = await pool.request(provider, method, path, query, sent, data)
                     status = up_status = resp.status
+                    if status == 401:
+                        # The provider refused our credential: the same key cannot succeed on a
+                        # retry, and its error body may quote the key's end. Next deployment.
+                        try:
+                            await resp.read(MAX_ERROR_BODY)
+                        except UpstreamError:
+                            pass
+                        resp.release()
+                        log.warning("provider %r rejected the gateway's credentials (HTTP 401)", provider.name)
+                        last_failure = ("credentials", provider.name)
+                        metrics.upstream_attempt(provider.name, "http_401", perf_counter() - started)
+                        self.breakers.failure(candidate.name)
+                        break
                     if status == 429 or status >= 500:
                         try:
                             body = await resp.read(MAX_ERROR_BODY)
@@ -569,6 +601,8 @@ class ProxyService:
             _, resp, body, candidate = last_failure
             ctx.candidate = candidate
             return Answer(resp, body, candidate, False)
+        if last_failure[0] == "credentials":
+            raise errors.upstream_credentials_rejected(last_failure[1])
         if last_failure[0] == "timeout":
             raise errors.upstream_timeout(last_failure[1])
         raise errors.upstream_unreachable(last_failure[1])
@@ -589,7 +623,7 @@ class ProxyService:
         now = perf_counter()
         upstream = (ctx.up_end or now) - (ctx.up_start or now)
         overhead = (now - ctx.t0) - upstream
-        headers = relay_headers(resp.raw_headers)
+        headers = relay_headers(resp.raw_headers, _FOREIGN[ctx.dialect] if translator is not None else None)
         if translator is not None:
             headers = [h for h in headers if h[0] != b"content-type"]
         headers += self._own_headers(ctx, overhead)
@@ -646,7 +680,7 @@ class ProxyService:
             sse = ctx.sse = SSEUsage(mode, strip=ctx.inject) if mode else None
         now = perf_counter()
         overhead = (now - ctx.t0) - ((ctx.up_headers or now) - (ctx.up_start or now))
-        headers = relay_headers(resp.raw_headers)
+        headers = relay_headers(resp.raw_headers, _FOREIGN[ctx.dialect] if translator is not None else None)
         headers += self._own_headers(ctx, overhead)
         if is_sse:
             headers += _STREAM_HEADERS
@@ -656,7 +690,8 @@ class ProxyService:
             try:
                 async for chunk in resp.iter_chunks():
                     out = sse.feed(chunk) if sse is not None else chunk
-                    if out:
+                    # (client gone after the generation finished: read on for the usage, send nothing)
+                    if out and not ctx.client_gone:
                         if ctx.first_byte is None:
                             ctx.first_byte = perf_counter()
                         await send({"type": "http.response.body", "body": out, "more_body": True})
@@ -664,17 +699,26 @@ class ProxyService:
                 clean_end = True
             except UpstreamError as exc:
                 # Cut by the upstream: usage so far is recorded; the client gets an error event.
-                tail = sse.finish() if sse is not None and not sse.strip else b""
+                timeout = exc.kind == "timeout"
                 ctx.status = "incomplete"
-                ctx.error_type = "upstream_timeout" if exc.kind == "timeout" else "upstream_disconnect"
-                if is_sse and translator is None:
-                    tail += self._stream_error_event(ctx)
-                # (translated: the translator's finish() above already ended the caller's stream,
-                # with an error event in the caller's dialect when it was cut before the end)
+                ctx.error_type = "upstream_timeout" if timeout else "upstream_disconnect"
+                if translator is not None and sse is not None:
+                    # the translator ends the caller's stream (an error event in the caller's
+                    # dialect when it was cut before the end)
+                    tail = sse.cut(timeout)
+                else:
+                    tail = sse.finish() if sse is not None and not sse.strip else b""
+                    if is_sse:
+                        tail += self._stream_error_event(ctx)
             ctx.up_end = perf_counter()
             if ctx.first_byte is None:
                 ctx.first_byte = ctx.up_end
             ctx.done = True
+            if ctx.client_gone:
+                # the client left after the generation finished; the usage was read (or the
+                # upstream broke off first): metered as what it is, a disconnected stream
+                ctx.status, ctx.error_type, ctx.status_code = "incomplete", "client_disconnect", 499
+                return
             await send({"type": "http.response.body", "body": tail, "more_body": False})
             if clean_end and sse is not None and sse.error_seen:
                 ctx.status, ctx.error_type = "error", "upstream_stream_error"
@@ -687,19 +731,28 @@ class ProxyService:
                 resp.close()  # aborts the upstream request (client gone or upstream broken)
 
     def _stream_error_event(self, ctx: Ctx) -> bytes:
-        message = "The upstream provider closed the stream before it was complete."
+        if ctx.error_type == "upstream_timeout":
+            message = "The upstream provider did not send the rest of the stream in time."
+            anthropic_type = "timeout_error"
+        else:
+            message = "The upstream provider closed the stream before it was complete."
+            anthropic_type = "api_error"
         if ctx.dialect == "anthropic":
-            data = _encode({"type": "error", "error": {"type": "api_error", "message": message}})
+            data = _encode({"type": "error", "error": {"type": anthropic_type, "message": message}})
             return b"event: error\ndata: " + data + b"\n\n"
-        data = _encode({"error": {"message": message, "type": "api_error", "param": None, "code": "upstream_disconnect"}})
+        data = _encode({"error": {"message": message, "type": "api_error", "param": None, "code": ctx.error_type}})
         return b"data: " + data + b"\n\n"
 
     def _own_headers(self, ctx: Ctx, overhead: float) -> list[tuple[bytes, bytes]]:
         ctx.overhead = overhead
-        return [
-            (b"x-request-id", ctx.inc.request_id.encode("latin-1")),
+        request_id = ctx.inc.request_id.encode("latin-1")
+        headers = [
+            (b"x-request-id", request_id),
             (b"x-llmgw-overhead-ms", f"{max(overhead, 0.0) * 1000:.3f}".encode()),
         ]
+        if ctx.dialect == "anthropic":
+            headers.append((b"request-id", request_id))  # what the anthropic SDK reads (``_request_id``)
+        return headers
 
     async def _send_error(self, send, ctx: Ctx, exc: errors.ProxyError) -> None:
         ctx.status_code = exc.status
@@ -857,23 +910,38 @@ class ProxyService:
             await asyncio.gather(*self._background, return_exceptions=True)
 
 
-def _start_watch(receive, ctx: Ctx, task: asyncio.Task) -> None:
+def _start_watch(receive, ctx: Ctx, task: asyncio.Task, drain: float) -> None:
     if not ctx.done:
-        ctx.watcher = asyncio.ensure_future(_watch_disconnect(receive, ctx, task))
+        ctx.watcher = asyncio.ensure_future(_watch_disconnect(receive, ctx, task, drain))
 
 
-async def _watch_disconnect(receive, ctx: Ctx, task: asyncio.Task) -> None:
-    """Cancels the request's task when the client goes away (which aborts the upstream call)."""
+async def _watch_disconnect(receive, ctx: Ctx, task: asyncio.Task, drain: float) -> None:
+    """Cancels the request's task when the client goes away (which aborts the upstream call).
+
+    Exception: a stream whose upstream already finished generating (``sse.over``: the OpenAI
+    ``finish_reason`` chunk, a responses output's ``*.done``) has only its usage report and end
+    left; the relay keeps reading it (sending nothing) for at most ``drain`` seconds so the
+    provider-reported usage is metered, then the task is cancelled if it is still running."""
     try:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
                 if not ctx.done:
                     ctx.client_gone = True
-                    task.cancel()
+                    sse = ctx.sse
+                    if drain > 0 and sse is not None and sse.over:
+                        # the request's finally cancels this timer (ctx.watcher) when the relay ends first
+                        ctx.watcher = asyncio.get_running_loop().call_later(drain, _cancel_unless_done, ctx, task)
+                    else:
+                        task.cancel()
                 return
     except Exception:  # noqa: BLE001
         return
+
+
+def _cancel_unless_done(ctx: Ctx, task: asyncio.Task) -> None:
+    if not ctx.done:
+        task.cancel()
 
 
 def _describe(exc: UpstreamError, provider: str) -> str:

@@ -10,6 +10,12 @@ beyond one incomplete event).
   carry ``response.usage``.
 - Anthropic streams: ``message_start.message.usage`` (input side) and ``message_delta.usage``
   (cumulative output, sometimes input fields too).
+
+``over`` turns True once the upstream said the generation is finished but its usage report may
+still follow (OpenAI: a choice's non-null ``finish_reason``, then the usage chunk and ``[DONE]``;
+responses: an output's ``*.done`` event, then ``response.completed``). A client that disconnects
+after that point leaves the proxy reading on for a moment to capture the usage (see proxy.py).
+Anthropic reports the final usage in the same event as the ``stop_reason``: nothing to wait for.
 """
 
 from __future__ import annotations
@@ -50,6 +56,24 @@ _anthropic_decoder = msgspec.json.Decoder(_AnthropicEvent)
 
 _USAGE = b'"usage"'
 _NULL_USAGE = b',"usage":null'
+_FINISH_REASON = b'"finish_reason"'
+#: responses events after which only the closing events (``response.completed`` with usage) remain
+_RESPONSES_DONE = (b'"response.output_text.done"', b'"response.refusal.done"', b'"response.function_call_arguments.done"')
+
+
+def _finish_reason_set(data: bytes) -> bool:
+    """A non-null ``finish_reason`` in these events (a raw ``"`` never occurs inside a JSON string,
+    so the quoted key cannot be matched inside generated text)."""
+    at = data.find(_FINISH_REASON)
+    while at >= 0:
+        i = at + len(_FINISH_REASON)
+        n = len(data)
+        while i < n and data[i] in b" \t:":
+            i += 1
+        if i < n and data[i] == 0x22:  # '"': a reason, not null
+            return True
+        at = data.find(_FINISH_REASON, i)
+    return False
 
 
 def _data_of(event: bytes) -> bytes | None:
@@ -66,7 +90,7 @@ def _data_of(event: bytes) -> bytes | None:
 class SSEUsage:
     """Feed upstream chunks, get what to send to the client; ``tokens`` holds the usage seen."""
 
-    __slots__ = ("mode", "strip", "buffer", "raw", "_anthropic_usage", "error_seen")
+    __slots__ = ("mode", "strip", "buffer", "raw", "_anthropic_usage", "error_seen", "over")
 
     def __init__(self, mode: str, strip: bool = False) -> None:
         #: "openai" | "responses" | "anthropic"
@@ -76,6 +100,8 @@ class SSEUsage:
         self.raw: RawUsage | None = None
         self._anthropic_usage: dict[str, int] = {}
         self.error_seen = False
+        #: the generation is finished; only the usage report (and the stream's end) may follow
+        self.over = False
 
     # --- relay ------------------------------------------------------------------------------------
     def feed(self, chunk: bytes) -> bytes:
@@ -88,6 +114,11 @@ class SSEUsage:
             return b"" if self.strip else chunk
         complete = data[: end + 2]
         self.buffer = data[end + 2 :]
+        if not self.over:
+            if self.mode == "openai":
+                self.over = _finish_reason_set(complete)
+            elif self.mode == "responses":
+                self.over = any(marker in complete for marker in _RESPONSES_DONE)
         if not self.strip:
             if _USAGE in complete or b"error" in complete:
                 self._scan(complete)

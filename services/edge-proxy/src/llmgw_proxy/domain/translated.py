@@ -123,6 +123,21 @@ class TranslatedSSE:
         except Exception:  # noqa: BLE001
             return self._fail()
 
+    def cut(self, timeout: bool) -> bytes:
+        """The upstream broke off (reset, or silent past the read timeout): like :meth:`finish`,
+        except that a stream timed out before its end says so (OpenAI ``upstream_timeout``,
+        Anthropic ``timeout_error``) instead of the translator's generic "ended early" error."""
+        if not timeout or self.failed or self.over:
+            return self.finish()
+        if self.stream.done:
+            return b""
+        self.failed = True
+        message = "The upstream provider did not send the rest of the stream in time."
+        if self.caller == "anthropic":
+            return b"event: error\ndata: " + _encode({"type": "error", "error": {"type": "timeout_error", "message": message}}) + b"\n\n"
+        error = {"message": message, "type": "api_error", "param": None, "code": "upstream_timeout"}
+        return b"data: " + _encode({"error": error}) + b"\n\n"
+
     def _fail(self) -> bytes:
         log.warning("upstream stream could not be translated", exc_info=True)
         self.failed = True
@@ -131,6 +146,13 @@ class TranslatedSSE:
             return b"event: error\ndata: " + _encode({"type": "error", "error": {"type": "api_error", "message": message}}) + b"\n\n"
         error = {"message": message, "type": "api_error", "param": None, "code": "upstream_invalid_response"}
         return b"data: " + _encode({"error": error}) + b"\n\n"
+
+    @property
+    def over(self) -> bool:
+        """The upstream finished generating (OpenAI ``finish_reason`` / Anthropic ``stop_reason``
+        seen); only its usage report and the stream's end may follow."""
+        stream = self.stream
+        return getattr(stream, "finish_reason", None) is not None or getattr(stream, "stop_reason", None) is not None
 
     @property
     def error_seen(self) -> bool:

@@ -26,7 +26,7 @@ from llmgw_proxy.domain.translation._common import (
     sse_event,
     strip_prefix,
 )
-from llmgw_proxy.domain.translation.errors import TranslationError, openai_error_to_anthropic
+from llmgw_proxy.domain.translation.errors import MissingParameterError, TranslationError, openai_error_to_anthropic
 
 __all__ = [
     "OPENAI_MAX_STOP_SEQUENCES",
@@ -88,7 +88,8 @@ def anthropic_request_to_openai_chat(
 ) -> dict[str, Any]:
     """Translate an Anthropic Messages request body into an OpenAI Chat Completions request body.
 
-    ``upstream_model`` replaces ``model``. ``max_tokens`` is sent as ``max_completion_tokens`` (what
+    ``upstream_model`` replaces ``model``. ``max_tokens`` is required, as by the Messages API
+    (:class:`MissingParameterError`, 400 ``max_tokens: Field required``, when it is absent); it is sent as ``max_completion_tokens`` (what
     current OpenAI models, reasoning models included, accept) unless ``max_tokens_field`` says
     ``"max_tokens"`` (for OpenAI-compatible servers that only know the older name). A streaming
     request also gets ``stream_options: {"include_usage": true}`` so usage can be reported at the end.
@@ -96,6 +97,10 @@ def anthropic_request_to_openai_chat(
     """
     if not isinstance(body, dict):
         raise TranslationError("body", "must be a JSON object.")
+    if "max_tokens" not in body:
+        # required by the Messages API: Anthropic answers 400, so does the translation (an OpenAI
+        # model would otherwise run without any limit)
+        raise MissingParameterError("max_tokens")
     for key, value in body.items():
         if key in _HANDLED or key in _IGNORED:
             continue
@@ -119,11 +124,10 @@ def anthropic_request_to_openai_chat(
         messages.extend(_convert_message(msg, f"messages[{i}]"))
     out["messages"] = messages
 
-    max_tokens = body.get("max_tokens")
-    if max_tokens is not None:
-        if not isinstance(max_tokens, int) or isinstance(max_tokens, bool):
-            raise TranslationError("max_tokens", "must be an integer.")
-        out[max_tokens_field] = max_tokens
+    max_tokens = body["max_tokens"]
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool):
+        raise TranslationError("max_tokens", "must be an integer.")
+    out[max_tokens_field] = max_tokens
 
     for key in ("temperature", "top_p"):
         if body.get(key) is not None:

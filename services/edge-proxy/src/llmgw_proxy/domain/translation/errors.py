@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 
 __all__ = [
+    "MissingParameterError",
     "TranslationError",
     "anthropic_error_to_openai",
     "anthropic_error_type_for_status",
@@ -60,6 +61,20 @@ class TranslationError(ValueError):
     def anthropic_body(self) -> dict[str, Any]:
         """``{"type": "error", "error": {...}}`` as Anthropic answers an invalid request."""
         return {"type": "error", "error": {"type": "invalid_request_error", "message": self.description}}
+
+
+class MissingParameterError(TranslationError):
+    """A parameter the caller's own API requires is missing (e.g. Anthropic's ``max_tokens``): the
+    400 the caller's provider would give, worded as it words it (``max_tokens: Field required``)."""
+
+    code = "missing_required_parameter"
+
+    def __init__(self, param: str) -> None:
+        super().__init__(param, "Field required")
+
+    @property
+    def description(self) -> str:
+        return f"{self.param}: {self.message}"
 
 
 # --- error bodies -----------------------------------------------------------------------------------

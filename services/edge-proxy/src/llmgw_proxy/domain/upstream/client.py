@@ -132,12 +132,20 @@ def upstream_headers(
     return lines
 
 
-def relay_headers(raw_headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """The upstream response headers the client gets (names are lower-case already)."""
+def relay_headers(raw_headers: list[tuple[bytes, bytes]], foreign: bytes | None = None) -> list[tuple[bytes, bytes]]:
+    """The upstream response headers the client gets (names are lower-case already).
+
+    The upstream's request id (``x-request-id`` or ``request-id``; Anthropic sends both, same
+    value) becomes one ``x-upstream-request-id``. ``foreign``: a name prefix left out, on a
+    translation path the other API's own headers (``openai-`` for an Anthropic caller,
+    ``anthropic-`` for an OpenAI caller)."""
     out = []
+    upstream_id = False
     for name, value in raw_headers:
         if name in _KEEP_RESPONSE or name.startswith(_KEEP_RESPONSE_PREFIXES):
-            out.append((name, value))
-        elif name in _UPSTREAM_ID:
+            if foreign is None or not name.startswith(foreign):
+                out.append((name, value))
+        elif name in _UPSTREAM_ID and not upstream_id:
+            upstream_id = True
             out.append((b"x-upstream-request-id", value))
     return out
