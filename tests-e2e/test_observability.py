@@ -31,6 +31,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
+from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import ANTHROPIC_PROVIDER_KEY, OPENAI_PROVIDER_KEY, eventually
@@ -46,6 +47,9 @@ PROMPT = "Observability probe: the quick brown fox jumps over the lazy dog 7f3a"
 MESSAGES = [{"role": "user", "content": PROMPT}]
 
 SERVER, CLIENT, PRODUCER, CONSUMER = 2, 3, 4, 5  # OTLP SpanKind values
+
+#: compose service -> its OTEL_SERVICE_NAME there, and the default service name of a bare `serve`
+COMPOSE_SERVICE_NAMES = {"edge-proxy": "edge-proxy", "key-service": "key-service", "metering": "metering"}
 
 #: dashboard metrics this traffic cannot produce samples for (they need failures): declared is enough
 RARE = {"llmgw_proxy_circuit_breaker_opened_total", "llmgw_metering_db_errors_total"}
@@ -257,6 +261,8 @@ def traffic(obs, obs_nats):
 def scrape(url: str) -> str:
     with urllib.request.urlopen(url, timeout=5) as response:
         assert response.status == 200
+        # exactly prometheus-client's exposition type: "charset=utf-8" once, nothing appended
+        assert response.headers.get_all("content-type") == [CONTENT_TYPE_LATEST], response.headers.get_all("content-type")
         return response.read().decode()
 
 
@@ -392,7 +398,43 @@ def test_one_trace_across_the_three_services(obs, receiver, traffic):
         return spans
 
     spans = eventually(chain, timeout=20, interval=0.3, what="the whole trace")
-    assert {s["service"] for s in spans} >= {root["service"]} and len({s["service"] for s in spans}) == 3
+    # the default service names (no OTEL_SERVICE_NAME here) are the ones compose and k8s set
+    assert {s["service"] for s in spans} == set(COMPOSE_SERVICE_NAMES.values())
+    # NATS spans: "<operation> <subject>" (messaging semantic conventions), whichever service made them
+    nats_spans = [s for s in receiver.snapshot() if s["attributes"].get("messaging.system") == "nats"]
+    assert nats_spans
+    for span in nats_spans:
+        subject = span["attributes"]["messaging.destination.name"]
+        operation = span["attributes"]["messaging.operation.type"]
+        assert span["name"] == f"{operation} {subject}", (span["service"], span["name"])
+
+
+def test_no_detached_root_spans(obs, receiver, traffic):
+    """Every trace starts at a server span (a client's request). Start-up work, periodic work (the
+    price-override refresh, outbox retries, maintenance) and the batch that stored the untraced
+    poison message export nothing, rather than one-span root traces every few seconds."""
+    eventually(lambda: [s for s in receiver.snapshot() if s["service"] == "metering" and s["name"].startswith("INSERT")],
+               timeout=15, interval=0.2, what="metering's insert span exported")
+    roots = [(s["service"], s["name"], s["attributes"].get("db.statement")) for s in receiver.snapshot() if s["parent"] is None and s["kind"] != SERVER]
+    assert not roots, sorted(set(roots))
+
+
+def test_default_service_names_match_compose():
+    """A bare `serve` / `make run` names its traces and log lines like docker-compose.yml does."""
+    import yaml
+
+    from llmgw_keys.settings import Settings as KeysSettings
+    from llmgw_metering.settings import Settings as MeteringSettings
+    from llmgw_proxy.settings import Settings as ProxySettings
+
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    assert {name: compose[name]["environment"]["OTEL_SERVICE_NAME"] for name in COMPOSE_SERVICE_NAMES} == COMPOSE_SERVICE_NAMES
+    defaults = {
+        "edge-proxy": ProxySettings.model_fields["service_name"].default,
+        "key-service": KeysSettings.model_fields["service_name"].default,
+        "metering": MeteringSettings.model_fields["service_name"].default,
+    }
+    assert defaults == COMPOSE_SERVICE_NAMES
 
 
 def test_span_attributes_carry_no_secrets_or_content(obs, receiver, traffic):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from conftest import proxy_settings
 from harness import ProxyServer
@@ -15,13 +16,26 @@ def test_healthz_readyz(proxy):
     assert r.status_code == 200 and r.json()["nats"] == "connected" and r.json()["key_lookups"] == "answering"
 
 
+def test_every_answer_carries_the_request_id_and_overhead(proxy):
+    """Also the answers Litestar serves (health, metrics, unknown paths), not only /v1/*."""
+    for path in ("/healthz", "/readyz", "/metrics", "/nope", "/v2/chat/completions"):
+        r = httpx.get(proxy.url + path)
+        assert r.headers.get("x-request-id") and float(r.headers["x-llmgw-overhead-ms"]) >= 0, (path, r.headers)
+    r = httpx.get(proxy.url + "/healthz", headers={"x-request-id": "mine-123"})
+    assert r.headers["x-request-id"] == "mine-123"
+
+
 def test_metrics_on_the_proxy_port(proxy, key):
     secret, _ = key
     for _ in range(2):  # a miss, then a hit
         httpx.post(proxy.url + "/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]},
                    headers={"authorization": f"Bearer {secret}"})
     httpx.post(proxy.url + "/v1/chat/completions", json={"model": "gpt-4o-mini"}, headers={"authorization": "Bearer nope"})
-    text = httpx.get(proxy.url + "/metrics").text
+    response = httpx.get(proxy.url + "/metrics")
+    # exactly prometheus-client's type: its "charset=utf-8" once, not once more by Litestar
+    assert response.headers["content-type"] == CONTENT_TYPE_LATEST
+    assert response.headers["content-type"].count("charset") == 1
+    text = response.text
     assert 'llmgw_proxy_requests_total{model="gpt-4o-mini",route="/v1/chat/completions",status="200"}' in text
     assert 'status="401"' in text
     assert 'llmgw_proxy_upstream_duration_seconds_count{provider="openai"}' in text
@@ -37,6 +51,7 @@ def test_separate_metrics_listener(tmp_path_factory, nats_url, keysvc):
     try:
         r = httpx.get(f"http://127.0.0.1:{port}/metrics")
         assert r.status_code == 200 and "llmgw_proxy_spool_depth" in r.text
+        assert r.headers["content-type"] == CONTENT_TYPE_LATEST
         assert httpx.get(f"http://127.0.0.1:{port}/other").status_code == 404
         assert httpx.get(server.url + "/metrics").status_code == 404  # not on the proxy port then
     finally:

@@ -238,7 +238,7 @@ async def test_lookup_span_continues_the_callers_trace(client, nc):
         await lookup(nc, hash_secret(created["key"]), headers=headers)
         trace_id = parent.get_span_context().trace_id
     spans = await wait_until(
-        lambda: [s for s in SPANS.get_finished_spans() if s.name == "llmgw.v1.keys.lookup process"],
+        lambda: [s for s in SPANS.get_finished_spans() if s.name == "process llmgw.v1.keys.lookup"],
         what="lookup span",
     )
     span = spans[-1]

@@ -12,6 +12,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import CONTENT_TYPE_LATEST
 
 SPANS = InMemorySpanExporter()
 
@@ -37,7 +38,10 @@ async def test_metrics_count_lookups_and_http_requests(client, nc):
     await client.get("/v1/keys/" + created["id"])
     await client.get("/v1/keys/k_nope")
     response = await client.get("/metrics")
-    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    assert response.status_code == 200
+    # exactly prometheus-client's exposition type, its charset parameter once
+    assert response.headers["content-type"] == CONTENT_TYPE_LATEST
+    assert response.headers["content-type"].count("charset") == 1
     text = response.text
     assert 'llmgw_keys_lookups_total{cache="miss",result="found"}' in text
     assert 'llmgw_keys_lookups_total{cache="hit",result="found"}' in text
@@ -72,7 +76,10 @@ async def test_server_span_without_chunk_spans(client):
     SPANS.clear()
     await client.get("/metrics")
     await client.get("/healthz")
+    assert (await client.get("/readyz")).status_code == 200
     assert not [s for s in SPANS.get_finished_spans() if s.kind == trace.SpanKind.SERVER]
+    # nor the readiness probe's query (it would be a root trace every few seconds)
+    assert not [s for s in SPANS.get_finished_spans() if "SELECT 1" in str(s.attributes.get("db.statement", ""))]
 
 
 async def test_lookup_span_has_db_children_and_no_secrets(client, nc):
@@ -85,7 +92,7 @@ async def test_lookup_span_has_db_children_and_no_secrets(client, nc):
     trace_id = parent.get_span_context().trace_id
 
     def responder():
-        return [s for s in SPANS.get_finished_spans() if s.name == "llmgw.v1.keys.lookup process"]
+        return [s for s in SPANS.get_finished_spans() if s.name == "process llmgw.v1.keys.lookup"]
 
     (span,) = await wait_until(responder, what="responder span")
     assert span.context.trace_id == trace_id and span.parent.span_id == parent.get_span_context().span_id
@@ -99,3 +106,20 @@ async def test_lookup_span_has_db_children_and_no_secrets(client, nc):
         for value in recorded.attributes.values():
             text = str(value)
             assert secret not in text and key_hash not in text and ENV_OPENAI_KEY not in text, (recorded.name, text)
+
+
+async def test_nats_span_names_put_the_operation_first(client, nc):
+    """Messaging semantic conventions: ``<operation> <destination>`` (``publish llmgw.v1.keys.changed``)."""
+    SPANS.clear()
+    created = (await client.post("/v1/keys", json={"name": "span-names"})).json()
+    (published,) = await wait_until(
+        lambda: [s for s in SPANS.get_finished_spans() if s.kind == trace.SpanKind.PRODUCER], what="publish span"
+    )
+    assert published.name == "publish llmgw.v1.keys.changed"
+    assert published.attributes["messaging.operation.type"] == "publish"
+    assert published.attributes["messaging.destination.name"] == "llmgw.v1.keys.changed"
+    await lookup(nc, hash_secret(created["key"]), headers=inject_headers({}))
+    consumers = await wait_until(
+        lambda: [s for s in SPANS.get_finished_spans() if s.kind == trace.SpanKind.CONSUMER], what="responder span"
+    )
+    assert {s.name for s in consumers} == {"process llmgw.v1.keys.lookup"}

@@ -4,12 +4,77 @@ tracer provider (per-message spans from then on would slow the volume tests down
 
 from __future__ import annotations
 
+import time
+
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 
-from helpers import event, new_key, publish, wait_requests
-from llmgw_common.telemetry import inject_headers, instrument_asyncpg, setup_tracing
+from conftest import reset_jetstream, running_app
+from helpers import event, new_key, publish, wait_for, wait_requests
+from llmgw_common.telemetry import inject_headers, inject_span_headers, instrument_asyncpg, setup_tracing
+
+
+def _exported(provider, exporter) -> list:
+    provider.force_flush()
+    return [(s.name, s.parent is None) for s in exporter.get_finished_spans()]
+
+
+async def test_idle_and_unsampled_work_export_nothing(migrated, nats_url, nc):
+    """Tracing on from the start: the start-up queries, the price-override refreshes, the consumer's
+    idle polling, the probes export no span at all (no one-span root traces every few seconds), and neither
+    does a batch whose events carry no sampled trace context (an unsampled ``traceparent``, or none):
+    no ``INSERT`` root, no asyncpg query spans, no budget-sync queries."""
+    exporter = InMemorySpanExporter()
+    provider = setup_tracing("metering-tests", exporter=exporter)
+    assert provider is not None
+    assert instrument_asyncpg()
+    await reset_jetstream(nats_url)
+    async with running_app(migrated) as client:
+        overrides = client.app.state.overrides
+        # idle: wait for a dozen override refreshes (every 0.2 s here; 5 s by default)
+        refreshes, last = 0, None
+
+        async def refreshed_often():
+            nonlocal refreshes, last
+            if overrides.loaded and overrides._loaded_at != last:
+                refreshes, last = refreshes + 1, overrides._loaded_at
+            return refreshes >= 12
+
+        started = time.monotonic()
+        await wait_for(refreshed_often, timeout=20, interval=0.05, what="override refreshes")
+        assert time.monotonic() - started >= 2
+        assert (await client.get("/healthz")).status_code == 200
+        assert (await client.get("/readyz")).status_code == 200  # probes: no span, not even their query
+        assert (await client.get("/metrics")).status_code == 200
+        assert _exported(provider, exporter) == []
+
+        # a batch with no sampled event: an unsampled traceparent (the proxy's sampler said no) and none.
+        # Progress is read from the process's metrics (an analyst API call would be traced itself).
+        inserted, kv_ok = _sample("llmgw_metering_events_inserted_total"), _kv_writes_ok()
+        unsampled = NonRecordingSpan(SpanContext(0x5EED << 64 | 1, 0xAB, is_remote=False, trace_flags=TraceFlags(0)))
+        key = new_key()
+        await publish(nc, [event(key_id=key, budget_period_key="m203001", reserved_usd=0.01)],
+                      headers=inject_span_headers(unsampled, {}))
+        await publish(nc, [event(key_id=key, budget_period_key="m203002", reserved_usd=0.01)])
+
+        async def stored_and_synced():
+            # both stored, and the budget KV entries of both periods written (the sync after the commit)
+            return _sample("llmgw_metering_events_inserted_total") >= inserted + 2 and _kv_writes_ok() >= kv_ok + 2
+
+        await wait_for(stored_and_synced, what="the unsampled events stored and their budget synced")
+        await client.app.state.budget.flush()
+        assert _exported(provider, exporter) == []
+
+
+def _sample(name: str, **labels) -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def _kv_writes_ok() -> float:
+    return _sample("llmgw_metering_budget_kv_writes_total", result="ok")
 
 
 async def test_consume_and_insert_spans(client, nc):

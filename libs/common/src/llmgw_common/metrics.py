@@ -67,6 +67,10 @@ def worker_exiting() -> None:
 def render(registry=None) -> tuple[bytes, str]:
     """``(body, content type)`` of the Prometheus text exposition for ``/metrics``.
 
+    The content type is prometheus-client's ``CONTENT_TYPE_LATEST``, which already carries
+    ``charset=utf-8``: send it as the ``content-type`` header as is (a Litestar ``Response`` given
+    only ``media_type`` would append a second charset).
+
     Multiprocess mode: the samples of every worker (``registry`` is then ignored; everything made
     with prometheus-client's metric classes is in the files)."""
     from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest

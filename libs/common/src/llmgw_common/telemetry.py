@@ -157,6 +157,8 @@ def messaging_attributes(
     """OpenTelemetry messaging semantic-convention attributes for a NATS span.
 
     ``operation_type``: ``send``/``publish`` (producer), ``receive``, ``process`` (consumer).
+    Name the span ``f"{operation_type} {subject}"`` (operation first, as the conventions do):
+    ``process llmgw.v1.keys.lookup``, ``publish llmgw.v1.keys.changed``.
     Both the current (``messaging.operation.type``) and the older (``messaging.operation``) names
     are set, so backends on either convention version group the spans."""
     attributes: dict[str, object] = {

@@ -29,6 +29,9 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 MAX_MODELS = 500
 SNAPSHOT_INTERVAL = 1.0
 CONTENT_TYPE = CONTENT_TYPE_LATEST.encode()
+#: ``/metrics`` response header, set explicitly: given only ``media_type``, Litestar appends a second
+#: ``; charset=utf-8`` to a ``text/*`` type that already carries one
+CONTENT_TYPE_HEADERS = {"content-type": CONTENT_TYPE_LATEST}
 
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 _STATUS_CLASS = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}

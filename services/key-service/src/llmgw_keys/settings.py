@@ -12,7 +12,8 @@ DEFAULT_ANTHROPIC_BASE_URL = "https://api.anthropic.com"
 
 
 class Settings(GatewaySettings):
-    service_name: str = "llmgw-key-service"
+    #: OpenTelemetry service.name (unless OTEL_SERVICE_NAME), log "service" field; as in compose and k8s
+    service_name: str = "key-service"
 
     keys_port: int = 8081
     keys_workers: int = 1

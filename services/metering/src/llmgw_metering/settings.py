@@ -8,7 +8,8 @@ from llmgw_common.settings import GatewaySettings
 
 
 class Settings(GatewaySettings):
-    service_name: str = "llmgw-metering"
+    #: OpenTelemetry service.name (unless OTEL_SERVICE_NAME), log "service" field; as in compose and k8s
+    service_name: str = "metering"
 
     #: LLMGW_METERING_PORT / LLMGW_METERING_WORKERS (contract)
     metering_port: int = 8082

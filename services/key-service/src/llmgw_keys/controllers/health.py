@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from litestar import Response, get
 from llmgw_common.metrics import render
+from llmgw_common.telemetry import untraced
 
 from llmgw_keys.controllers.common import RuntimeDep
 from llmgw_keys.schemas import Health
@@ -21,7 +22,8 @@ async def healthz() -> Health:
     tags=["health"],
 )
 async def readyz(runtime: RuntimeDep) -> Response[Health]:
-    database = await runtime.database_ok()
+    with untraced():  # a probe every few seconds: its query is no trace (the route has no server span)
+        database = await runtime.database_ok()
     nats = runtime.nats_ok()
     ok = database and nats
     return Response(
@@ -34,4 +36,5 @@ async def readyz(runtime: RuntimeDep) -> Response[Health]:
 def metrics() -> Response[bytes]:
     """Prometheus text exposition (no authentication: keep the port off the public network)."""
     body, content_type = render()
-    return Response(body, media_type=content_type)
+    # the header itself: from ``media_type`` alone Litestar would append a second "; charset=utf-8"
+    return Response(body, media_type=content_type, headers={"content-type": content_type})

@@ -14,7 +14,7 @@ from datetime import timedelta
 
 from llmgw_common import contract
 from llmgw_common.messaging import ensure_streams
-from llmgw_common.telemetry import inject_headers, untraced
+from llmgw_common.telemetry import inject_headers, messaging_attributes, untraced
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from opentelemetry import trace
@@ -59,14 +59,9 @@ class EventPublisher:
         if self.js is None or self.nc is None or not self.nc.is_connected:
             return False
         with tracer.start_as_current_span(
-            f"{contract.SUBJECT_KEY_CHANGED} publish",
+            f"publish {contract.SUBJECT_KEY_CHANGED}",
             kind=trace.SpanKind.PRODUCER,
-            attributes={
-                "messaging.system": "nats",
-                "messaging.operation.type": "publish",
-                "messaging.destination.name": contract.SUBJECT_KEY_CHANGED,
-                "messaging.message.id": event_id,
-            },
+            attributes=messaging_attributes(contract.SUBJECT_KEY_CHANGED, "publish", message_id=event_id),
         ):
             headers = inject_headers({contract.HEADER_MSG_ID: f"keychg-{event_id}"})
             try:

@@ -109,7 +109,7 @@ class Responder:
         if cached is not None:
             LOOKUPS.labels("not_found" if cached == NOT_FOUND else "found", "hit").inc()
             with tracer.start_as_current_span(
-                f"{contract.SUBJECT_KEY_LOOKUP} process",
+                f"process {contract.SUBJECT_KEY_LOOKUP}",
                 context=parent,
                 kind=SpanKind.CONSUMER,
                 attributes={**_span_attributes(msg.subject, len(msg.data)), "llmgw.cache_hit": True},
@@ -120,7 +120,7 @@ class Responder:
 
     async def _resolve_and_respond(self, msg, key_hash: str, parent) -> None:
         with tracer.start_as_current_span(
-            f"{contract.SUBJECT_KEY_LOOKUP} process",
+            f"process {contract.SUBJECT_KEY_LOOKUP}",
             context=parent,
             kind=SpanKind.CONSUMER,
             attributes={**_span_attributes(msg.subject, len(msg.data)), "llmgw.cache_hit": False},
@@ -215,7 +215,7 @@ class Responder:
 
     async def _verify_and_respond(self, msg, parent) -> None:
         with tracer.start_as_current_span(
-            f"{contract.SUBJECT_AUTH_VERIFY} process",
+            f"process {contract.SUBJECT_AUTH_VERIFY}",
             context=parent,
             kind=SpanKind.CONSUMER,
             attributes=_span_attributes(msg.subject, len(msg.data)),

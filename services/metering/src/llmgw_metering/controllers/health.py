@@ -9,6 +9,7 @@ from litestar.datastructures import State
 from sqlalchemy import text
 
 from llmgw_common.metrics import render
+from llmgw_common.telemetry import untraced
 
 
 class HealthController(Controller):
@@ -25,9 +26,11 @@ class HealthController(Controller):
         nc = state.nc
         checks["nats"] = "ok" if nc is not None and nc.is_connected else "down"
         try:
-            async with asyncio.timeout(2):
-                async with state.engine.connect() as conn:
-                    await conn.execute(text("SELECT 1"))
+            # a probe every few seconds: its query is no trace (the route has no server span either)
+            with untraced():
+                async with asyncio.timeout(2):
+                    async with state.engine.connect() as conn:
+                        await conn.execute(text("SELECT 1"))
             checks["database"] = "ok"
         except Exception:  # noqa: BLE001
             checks["database"] = "down"
@@ -42,4 +45,5 @@ class HealthController(Controller):
     @get("/metrics", summary="Prometheus metrics", include_in_schema=False)
     async def metrics(self) -> Response:
         body, content_type = render()  # every worker's samples in multiprocess mode
-        return Response(body, media_type=content_type)
+        # the header itself: from ``media_type`` alone Litestar would append a second "; charset=utf-8"
+        return Response(body, media_type=content_type, headers={"content-type": content_type})

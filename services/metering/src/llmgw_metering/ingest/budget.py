@@ -165,7 +165,8 @@ class BudgetSync:
             while self._pending:
                 batch, self._pending = self._pending, set()
                 try:
-                    await self.apply(batch)
+                    with untraced():  # follow-up of committed batches, part of no request's trace
+                        await self.apply(batch)
                     delay = 0.1
                 except asyncio.CancelledError:
                     self._merge_back(batch)

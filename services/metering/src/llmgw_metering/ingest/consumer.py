@@ -39,7 +39,7 @@ from llmgw_common.contract import (
 )
 from llmgw_common import pricing
 from llmgw_common.messaging import ensure_streams
-from llmgw_common.telemetry import extract_context, messaging_attributes
+from llmgw_common.telemetry import extract_context, messaging_attributes, untraced
 from llmgw_metering import metrics
 from llmgw_metering.ingest.budget import BudgetSync
 from llmgw_metering.ingest.natsfast import ack_many, install_fast_header_parser, install_fast_parser
@@ -190,7 +190,11 @@ class UsageConsumer:
         delay = 0.1
         try:
             while not self._stopping.is_set():
-                if not await self._overrides.wait_loaded(self._stopping, settings.metering_backoff_max_seconds):
+                # the periodic price-override refresh is no one's trace (it would be a one-span root
+                # trace every few seconds on an idle service)
+                with untraced():
+                    loaded = await self._overrides.wait_loaded(self._stopping, settings.metering_backoff_max_seconds)
+                if not loaded:
                     break
                 try:
                     msgs = await self._puller.fetch(batch_size, wait)
@@ -238,7 +242,8 @@ class UsageConsumer:
         """A consume span per message that belongs to a sampled trace (the proxy's request trace).
 
         Messages without a sampled trace context get none: a root span per usage event would be
-        noise, and at ingest rates their cost adds up. The batch's insert span still links them.
+        noise, and at ingest rates their cost adds up. The batch's insert span still links them when
+        the batch has a sampled event; a batch without one is written with no span at all.
         """
         for msg in prepared.msgs:
             ctx = extract_context(msg.headers)
@@ -289,13 +294,13 @@ class UsageConsumer:
         warned = 0.0
         while True:
             try:
-                if tracing_enabled():
-                    # Child of the batch's first traced event (so that request's trace is complete),
+                first = next((span for span in prepared.spans if span is not None), None)
+                if first is not None:
+                    # Child of the batch's first sampled event (so that request's trace is complete),
                     # linked to every event of the batch.
-                    first = next((span for span in prepared.spans if span is not None), None)
                     with tracer.start_as_current_span(
                         "INSERT metering.usage_events",
-                        context=trace.set_span_in_context(first) if first is not None else None,
+                        context=trace.set_span_in_context(first),
                         kind=SpanKind.CLIENT,
                         links=prepared.links,
                         attributes={
@@ -306,6 +311,11 @@ class UsageConsumer:
                             "db.operation.batch.size": len(prepared.rows),
                         },
                     ):
+                        return await writer.write(prepared.rows, prepared.months)
+                if tracing_enabled():
+                    # No sampled event in the batch (the requests' sampler said no, or they carried no
+                    # trace context): no span, not even the asyncpg ones, rather than a detached root.
+                    with untraced():
                         return await writer.write(prepared.rows, prepared.months)
                 return await writer.write(prepared.rows, prepared.months)
             except TransientDbError as exc:
