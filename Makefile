@@ -44,7 +44,7 @@ soak: $(STAMP)
 
 fuzz: $(STAMP)
 	@cd tests-e2e && LLMGW_FUZZ_EXAMPLES=2000 ../$(BIN)/python -m pytest -q test_proxy_fuzz.py test_hostile_input.py
-	@cd services/key-service && ../../$(BIN)/python -m pytest -q tests/test_schemathesis.py
+	@cd services/key-service && LLMGW_FUZZ_EXAMPLES=200 ../../$(BIN)/python -m pytest -q tests/test_schemathesis.py
 	@cd services/metering && LLMGW_FUZZ_EXAMPLES=200 ../../$(BIN)/python -m pytest -q tests/test_schemathesis.py
 
 clean:

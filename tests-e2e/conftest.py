@@ -113,3 +113,15 @@ def eventually(check: Callable[[], object], timeout: float = 10.0, interval: flo
             last_error = error
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}: {last_error}")
+
+
+#: Error bodies (HTTP status >= 400) the e2e tests received, deduplicated, with where they came from;
+#: test_zz_no_secret_leaks scans them for secrets at the end of the session.
+ERROR_BODIES: dict[str, str] = {}
+_MAX_ERROR_BODIES = 50_000
+
+
+def record_error_body(where: str, body: bytes | str) -> None:
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    if len(ERROR_BODIES) < _MAX_ERROR_BODIES:
+        ERROR_BODIES.setdefault(text, where)

@@ -1,8 +1,8 @@
 """Property-based fuzzing of the proxy with generated variations of valid provider requests.
 
-Whatever the body, the proxy never answers 5xx of its own (a 5xx is only acceptable when it is the
-upstream's answer relayed, which the mock provider never gives without a fault), never crashes, and
-answers errors in the caller's dialect. `make fuzz` runs the same with many more examples.
+Whatever the body, the proxy never answers 5xx (no fault is injected here, so the mock provider never
+fails: any 5xx, 502 and 504 included, would be the gateway's own), never crashes, and answers errors
+in the caller's dialect. `make fuzz` runs the same with many more examples.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import os
 
 import httpx
 import pytest
+from conftest import record_error_body
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -48,9 +49,13 @@ def fuzz_key(stack):
     return stack.create_key(name="fuzz", project="fuzz")["key"]
 
 
-def check(response: httpx.Response, anthropic_dialect: bool) -> None:
-    assert response.status_code < 500 or response.status_code in (502, 504), (response.status_code, response.text[:300])
+def check(response: httpx.Response, anthropic_dialect: bool, upstream_fault: bool = False) -> None:
+    """``upstream_fault``: the test made the upstream fail, so a relayed 502/504 is the right answer."""
+    allowed_5xx = (502, 504) if upstream_fault else ()
+    assert response.status_code < 500 or response.status_code in allowed_5xx, (
+        response.status_code, response.text[:300])
     if response.status_code >= 400:
+        record_error_body("proxy fuzz", response.content)
         body = response.json()
         if anthropic_dialect:
             assert body["type"] == "error" and "message" in body["error"], body

@@ -7,6 +7,7 @@ with the bootstrap token so they reach the handlers. Bounded: a few dozen exampl
 
 from __future__ import annotations
 
+import os
 import time
 
 import httpx
@@ -18,7 +19,9 @@ from llmgw_devstack.fuzzing import fuzz_operation, served
 from llmgw_devstack.ports import free_port
 from schemathesis import GenerationMode
 
-MAX_EXAMPLES = {GenerationMode.POSITIVE: 10, GenerationMode.NEGATIVE: 5}
+#: `make fuzz` raises this (LLMGW_FUZZ_EXAMPLES=200); `make test` runs the short version.
+EXAMPLES = int(os.environ.get("LLMGW_FUZZ_EXAMPLES", "10"))
+MAX_EXAMPLES = {GenerationMode.POSITIVE: EXAMPLES, GenerationMode.NEGATIVE: max(5, EXAMPLES // 2)}
 
 
 @pytest.fixture(scope="module")
