@@ -103,6 +103,13 @@ def test_upstream_timeout_504(impatient, mock, keysvc, key):
     assert time.monotonic() - started < 5
     (event,) = keysvc.wait_usage(record.id, 1)
     assert event.attempts == 2 and event.status == "error" and event.status_code == 504
+    assert not event.streamed
+    # a stream request that never got a byte is still recorded as a streamed request
+    mock.set_fault("hang", model="gpt-4o-hang", count=2)
+    r = chat(impatient, secret, "gpt-4o-hang", stream=True)
+    assert r.status_code == 504
+    _, event = keysvc.wait_usage(record.id, 2)
+    assert event.streamed and event.status_code == 504
     mock.set_fault("hang", model="claude-haiku-4-5-20251001", count=2)
     r = httpx.post(impatient.url + "/v1/messages", headers={"x-api-key": secret},
                    json={"model": "claude-haiku-4-5-20251001", "max_tokens": 5, "messages": MSG}, timeout=30)

@@ -813,7 +813,7 @@ class ProxyService:
             upstream_model=upstream_model,
             deployment=deployment,
             endpoint=ctx.path,
-            streamed=ctx.streamed,
+            streamed=ctx.streamed or ctx.stream,  # the answer was streamed, or the client asked for a stream
             status=ctx.status,
             status_code=ctx.status_code,
             error_type=ctx.error_type,
