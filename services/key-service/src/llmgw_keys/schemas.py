@@ -139,7 +139,7 @@ class ProviderPut(Struct, kw_only=True, forbid_unknown_fields=True):
     base_url: Annotated[
         str,
         Meta(
-            min_length=8,
+            # (no min_length: the pattern already needs http(s):// and a host, and says so)
             max_length=2048,
             pattern=r"^https?://[^\s\x00/?#]+[^\s\x00]*$",
             description="openai/openai-compatible: with `/v1`; anthropic: without `/v1`",
