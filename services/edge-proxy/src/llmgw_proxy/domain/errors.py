@@ -46,6 +46,32 @@ class ProxyError(Exception):
             return _encode({"type": "error", "error": {"type": self.anthropic_type, "message": self.message}})
         return _encode({"error": {"message": self.message, "type": self.openai_type, "param": None, "code": self.code}})
 
+    def stream_event(self, dialect: Dialect) -> bytes:
+        """The error as the last SSE event of a stream that already started (the status is sent)."""
+        if dialect == "anthropic":
+            return b"event: error\ndata: " + self.body(dialect) + b"\n\n"
+        return b"data: " + self.body(dialect) + b"\n\n"
+
+
+def stream_cut(timeout: bool) -> ProxyError:
+    """The upstream broke off a stream the client was already reading (reset, or silent too long)."""
+    if timeout:
+        return ProxyError(
+            504, "The upstream provider did not send the rest of the stream in time.",
+            openai_type="api_error", code="upstream_timeout", anthropic_type="timeout_error",
+        )
+    return ProxyError(
+        502, "The upstream provider closed the stream before it was complete.",
+        openai_type="api_error", code="upstream_disconnect", anthropic_type="api_error",
+    )
+
+
+def stream_untranslatable() -> ProxyError:
+    return ProxyError(
+        502, "The upstream provider's stream could not be translated.",
+        openai_type="api_error", code="upstream_invalid_response", anthropic_type="api_error",
+    )
+
 
 def missing_key() -> ProxyError:
     return ProxyError(

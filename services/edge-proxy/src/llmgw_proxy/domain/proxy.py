@@ -731,17 +731,7 @@ class ProxyService:
                 resp.close()  # aborts the upstream request (client gone or upstream broken)
 
     def _stream_error_event(self, ctx: Ctx) -> bytes:
-        if ctx.error_type == "upstream_timeout":
-            message = "The upstream provider did not send the rest of the stream in time."
-            anthropic_type = "timeout_error"
-        else:
-            message = "The upstream provider closed the stream before it was complete."
-            anthropic_type = "api_error"
-        if ctx.dialect == "anthropic":
-            data = _encode({"type": "error", "error": {"type": anthropic_type, "message": message}})
-            return b"event: error\ndata: " + data + b"\n\n"
-        data = _encode({"error": {"message": message, "type": "api_error", "param": None, "code": ctx.error_type}})
-        return b"data: " + data + b"\n\n"
+        return errors.stream_cut(ctx.error_type == "upstream_timeout").stream_event(ctx.dialect)
 
     def _own_headers(self, ctx: Ctx, overhead: float) -> list[tuple[bytes, bytes]]:
         ctx.overhead = overhead

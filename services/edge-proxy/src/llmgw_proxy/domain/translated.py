@@ -132,20 +132,12 @@ class TranslatedSSE:
         if self.stream.done:
             return b""
         self.failed = True
-        message = "The upstream provider did not send the rest of the stream in time."
-        if self.caller == "anthropic":
-            return b"event: error\ndata: " + _encode({"type": "error", "error": {"type": "timeout_error", "message": message}}) + b"\n\n"
-        error = {"message": message, "type": "api_error", "param": None, "code": "upstream_timeout"}
-        return b"data: " + _encode({"error": error}) + b"\n\n"
+        return errors.stream_cut(timeout=True).stream_event(self.caller)
 
     def _fail(self) -> bytes:
         log.warning("upstream stream could not be translated", exc_info=True)
         self.failed = True
-        message = "The upstream provider's stream could not be translated."
-        if self.caller == "anthropic":
-            return b"event: error\ndata: " + _encode({"type": "error", "error": {"type": "api_error", "message": message}}) + b"\n\n"
-        error = {"message": message, "type": "api_error", "param": None, "code": "upstream_invalid_response"}
-        return b"data: " + _encode({"error": error}) + b"\n\n"
+        return errors.stream_untranslatable().stream_event(self.caller)
 
     @property
     def over(self) -> bool:
